@@ -1,0 +1,596 @@
+"""PyAV video I/O: probing, evenly spread clip decoding, log-mel audio windows, atomic writing.
+
+Everything here works on plain files and NumPy arrays; nothing imports torch or ray.
+
+* :func:`probe` reads a file's header (frames, fps, size, audio) without decoding pictures.
+* :func:`sample_clip_starts` spreads ``clips_per_video`` clips of ``clip_len`` frames evenly
+  over a video.
+* :func:`decode_clips` makes ONE sequential pass over the file: it decodes every packet (video
+  and audio interleaved), converts only the frames the clips need to RGB arrays, resamples the
+  audio once to mono and cuts one log-mel window per clip, aligned with the clip's time span.
+* :func:`log_mel` / :func:`audio_window` are the audio feature (NumPy STFT + triangular mel
+  filterbank; no torchaudio or librosa).
+* :func:`write_video` writes H.264 (+ AAC) mp4 atomically (temp file in the same folder, then
+  :func:`os.replace`).
+
+Every failure to read a video is a :class:`VideoError` whose ``reason`` is a short,
+machine-friendly string (``"missing file"``, ``"empty file"``, ``"truncated"``,
+``"unreadable"``, ``"no video stream"``, ``"no frames"``, ``"decode error"``, ``"too short"``)
+so that a pipeline can report why a video was skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Union
+
+import av
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    "AudioConfig",
+    "DecodedClips",
+    "VideoError",
+    "VideoInfo",
+    "audio_window",
+    "clip_frame_indices",
+    "decode_clips",
+    "log_mel",
+    "mel_filterbank",
+    "probe",
+    "read_audio",
+    "read_frames",
+    "sample_clip_starts",
+    "write_video",
+]
+
+#: Floor added before the logarithm of mel energies; ``log(LOG_EPS)`` is the value of silence.
+LOG_EPS = 1e-6
+
+
+class VideoError(Exception):
+    """A video could not be used.
+
+    Attributes:
+        reason: short machine-friendly cause (``"missing file"``, ``"empty file"``,
+            ``"truncated"``, ``"unreadable"``, ``"no video stream"``, ``"no frames"``, ``"decode error"``,
+            ``"too short"``).
+        path: the file concerned.
+    """
+
+    def __init__(self, reason: str, path: PathLike | None = None, detail: str = "") -> None:
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        self.detail = detail.strip().splitlines()[0] if detail.strip() else ""
+        where = f"{self.path}: " if self.path else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        super().__init__(f"{where}{reason}{extra}")
+
+
+@dataclass
+class VideoInfo:
+    """What :func:`probe` learns about a video from its container header."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+    duration_s: float
+
+
+@dataclass
+class AudioConfig:
+    """Log-mel audio feature settings.
+
+    Attributes:
+        sample_rate: the audio is resampled to mono at this rate (Hz) before the STFT.
+        n_mels: mel bands (rows of the feature).
+        n_fft: STFT window and FFT length in samples (400 = 25 ms at 16 kHz).
+        hop: STFT hop in samples (160 = 10 ms at 16 kHz).
+        window_steps: columns of the per-clip window returned by :func:`audio_window`.
+    """
+
+    sample_rate: int = 16000
+    n_mels: int = 40
+    n_fft: int = 400
+    hop: int = 160
+    window_steps: int = 16
+
+
+@dataclass
+class DecodedClips:
+    """The clips :func:`decode_clips` cut from one video.
+
+    Attributes:
+        frames: one ``(T, H, W, 3)`` uint8 RGB array per clip, full resolution.
+        starts: index of each clip's first frame.
+        times: ``(t0, t1)`` seconds of each clip, from its first frame's start to its last
+            frame's end, relative to the video's first frame.
+        audio: one ``(n_mels, window_steps)`` float32 log-mel window per clip, or ``None``
+            when the video has no audio track (or audio was not requested).
+        info: the probed header of the video.
+    """
+
+    frames: list[np.ndarray]
+    starts: list[int]
+    times: list[tuple[float, float]]
+    audio: list[np.ndarray] | None
+    info: VideoInfo
+    indices: list[list[int]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- opening / probing
+
+
+def _check_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError("missing file", p)
+    if not p.is_file():
+        raise VideoError("unreadable", p, "not a regular file")
+    if p.stat().st_size == 0:
+        raise VideoError("empty file", p)
+    return p
+
+
+def _isobmff_truncated(path: Path) -> bool:
+    """True when ``path`` looks like an ISO-BMFF (mp4/mov) file whose top-level boxes run past
+    the end of the file, i.e. a download or copy cut short."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(12)
+        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+            return False
+        pos = 0
+        while pos < size:
+            fh.seek(pos)
+            hdr = fh.read(16)
+            if len(hdr) < 8:
+                return True
+            box = int.from_bytes(hdr[:4], "big")
+            if box == 1:
+                if len(hdr) < 16:
+                    return True
+                box = int.from_bytes(hdr[8:16], "big")
+            elif box == 0:  # box extends to end of file
+                return False
+            if box < 8:
+                return False  # corrupt rather than truncated
+            pos += box
+        return pos > size
+
+
+def _open(path: PathLike) -> av.container.InputContainer:
+    p = _check_file(path)
+    try:
+        return av.open(str(p), mode="r")
+    except av.FFmpegError as exc:
+        reason = "truncated" if _isobmff_truncated(p) else "unreadable"
+        raise VideoError(reason, p, str(exc)) from exc
+    except (OSError, ValueError) as exc:  # pragma: no cover - defensive (permissions, etc.)
+        raise VideoError("unreadable", p, str(exc)) from exc
+
+
+def _stream_fps(stream: av.video.stream.VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and float(rate) > 0:
+            return float(rate)
+    return 0.0
+
+
+def _info_from_container(path: PathLike, container: av.container.InputContainer) -> VideoInfo:
+    if not container.streams.video:
+        raise VideoError("no video stream", path)
+    vs = container.streams.video[0]
+    fps = _stream_fps(vs)
+    if vs.duration is not None and vs.time_base is not None:
+        duration = float(vs.duration * vs.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    num_frames = int(vs.frames or 0)
+    if num_frames <= 0:
+        # Container does not store a frame count: count video packets (demux only, no decode).
+        try:
+            num_frames = sum(1 for pkt in container.demux(vs) if pkt.size > 0)
+        except av.FFmpegError as exc:
+            raise VideoError("unreadable", path, str(exc)) from exc
+        container.seek(0)
+    if num_frames <= 0:
+        raise VideoError("no frames", path)
+    if duration <= 0 and fps > 0:
+        duration = num_frames / fps
+    if fps <= 0 and duration > 0:
+        fps = num_frames / duration
+    width = int(vs.codec_context.width or 0)
+    height = int(vs.codec_context.height or 0)
+    if width <= 0 or height <= 0:
+        raise VideoError("unreadable", path, "video stream has no picture size")
+    return VideoInfo(
+        path=str(path),
+        num_frames=num_frames,
+        fps=fps,
+        width=width,
+        height=height,
+        has_audio=bool(container.streams.audio),
+        duration_s=duration,
+    )
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Read a video's header: frame count, fps, picture size, audio presence, duration.
+
+    Raises:
+        VideoError: ``"missing file"``, ``"empty file"``, ``"truncated"`` (an mp4/mov cut
+            short), ``"unreadable"`` (not a media file, corrupt container), ``"no video
+            stream"`` or ``"no frames"``.
+    """
+    container = _open(path)
+    try:
+        return _info_from_container(path, container)
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------- clip sampling
+
+
+def sample_clip_starts(num_frames: int, clip_len: int, clips_per_video: int, stride: int = 1) -> list[int]:
+    """Start indices of up to ``clips_per_video`` clips spread evenly over a video.
+
+    A clip is ``clip_len`` frames ``stride`` apart, so it spans ``(clip_len - 1) * stride + 1``
+    frames. Starts are spaced evenly between the first and the last possible start (both
+    included when there are two or more clips; a single clip is centred). When the video is too
+    short for that many non-overlapping clips, fewer clips are returned; a video shorter than
+    one clip gives ``[]``.
+    """
+    if clip_len < 1 or stride < 1 or clips_per_video < 1:
+        raise ValueError("clip_len, stride and clips_per_video must be >= 1")
+    span = (clip_len - 1) * stride + 1
+    if num_frames < span:
+        return []
+    last_start = num_frames - span
+    n = min(clips_per_video, num_frames // span)
+    if n <= 1:
+        return [last_start // 2]
+    return [int(round(i * last_start / (n - 1))) for i in range(n)]
+
+
+def clip_frame_indices(start: int, clip_len: int, stride: int = 1) -> list[int]:
+    """Frame indices of the clip starting at ``start``."""
+    return [start + k * stride for k in range(clip_len)]
+
+
+# --------------------------------------------------------------------------- audio features
+
+
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Triangular (HTK-scale) mel filterbank of shape ``(n_mels, n_fft // 2 + 1)``."""
+    fmax = sr / 2.0 if fmax is None else fmax
+    fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    mel_pts = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
+    hz_pts = _mel_to_hz(mel_pts)
+    lower = hz_pts[:-2, None]
+    centre = hz_pts[1:-1, None]
+    upper = hz_pts[2:, None]
+    up = (fft_hz[None, :] - lower) / np.maximum(centre - lower, 1e-9)
+    down = (upper - fft_hz[None, :]) / np.maximum(upper - centre, 1e-9)
+    return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
+
+
+def log_mel(samples: np.ndarray, sr: int, cfg: AudioConfig | None = None) -> np.ndarray:
+    """Log-mel spectrogram ``(n_mels, n_frames)`` float32 of a mono signal.
+
+    The STFT is centred (the signal is reflect-padded by ``n_fft // 2``), so column ``j`` is
+    centred on time ``j * hop / sr`` and ``n_frames = 1 + len(samples) // hop``. Power spectra
+    go through a triangular mel filterbank and ``log(x + 1e-6)``. ``samples`` are resampled
+    (linearly) when ``sr`` differs from ``cfg.sample_rate``.
+    """
+    cfg = cfg or AudioConfig()
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if sr != cfg.sample_rate and x.size:
+        n_out = int(round(x.size * cfg.sample_rate / sr))
+        x = np.interp(
+            np.arange(n_out) * (sr / cfg.sample_rate), np.arange(x.size), x
+        ).astype(np.float32)
+    pad = cfg.n_fft // 2
+    if x.size == 0:
+        return np.full((cfg.n_mels, 1), math.log(LOG_EPS), dtype=np.float32)
+    mode = "reflect" if x.size > pad else "constant"
+    xp = np.pad(x, (pad, pad), mode=mode)
+    n_frames = 1 + (xp.size - cfg.n_fft) // cfg.hop
+    frames = np.lib.stride_tricks.sliding_window_view(xp, cfg.n_fft)[:: cfg.hop][:n_frames]
+    window = np.hanning(cfg.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    mel = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ power.T.astype(np.float32)
+    return np.log(mel + LOG_EPS).astype(np.float32)
+
+
+def audio_window(logmel: np.ndarray, cfg: AudioConfig, t0: float, t1: float) -> np.ndarray:
+    """The ``(n_mels, window_steps)`` slice of ``logmel`` covering seconds ``t0..t1``.
+
+    ``logmel`` is a :func:`log_mel` output whose column ``j`` is centred at ``j * hop /
+    sample_rate`` seconds. The span is split into ``window_steps`` equal bins; each output
+    column is the mean of the log-mel columns whose centres fall in its bin (linear
+    interpolation when a bin holds none, e.g. short clips). Time outside the signal reads as
+    silence (``log(1e-6)``).
+    """
+    if t1 <= t0:
+        raise ValueError(f"empty audio window: t0={t0} t1={t1}")
+    n_mels, n_cols = logmel.shape
+    steps = cfg.window_steps
+    cols_per_s = cfg.sample_rate / cfg.hop
+    silence = np.float32(math.log(LOG_EPS))
+    edges = np.linspace(t0 * cols_per_s, t1 * cols_per_s, steps + 1)
+    out = np.empty((n_mels, steps), dtype=np.float32)
+
+    def column(pos: float) -> np.ndarray:
+        if pos < -0.5 or pos > n_cols - 0.5:
+            return np.full(n_mels, silence, dtype=np.float32)
+        p = min(max(pos, 0.0), n_cols - 1.0)
+        lo = int(math.floor(p))
+        hi = min(lo + 1, n_cols - 1)
+        w = p - lo
+        return (1.0 - w) * logmel[:, lo] + w * logmel[:, hi]
+
+    for k in range(steps):
+        a, b = edges[k], edges[k + 1]
+        lo, hi = int(math.ceil(a)), int(math.ceil(b)) - 1  # column centres in [a, b)
+        inside = [j for j in range(lo, hi + 1) if 0 <= j < n_cols]
+        n_outside = (hi - lo + 1) - len(inside) if hi >= lo else 0
+        if inside or n_outside:
+            total = logmel[:, inside].sum(axis=1) if inside else np.zeros(n_mels, np.float32)
+            out[:, k] = (total + n_outside * silence) / (len(inside) + n_outside)
+        else:
+            out[:, k] = column(0.5 * (a + b))
+    return out
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _resample_audio(
+    frames: list[av.AudioFrame],
+    cfg: AudioConfig,
+    origin_s: float,
+) -> np.ndarray:
+    """Concatenate decoded audio frames as mono float32 at ``cfg.sample_rate``, aligned so that
+    sample 0 is at ``origin_s`` (the first video frame's time)."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.sample_rate)
+    chunks: list[np.ndarray] = []
+    first_time: float | None = None
+    for fr in frames:
+        if first_time is None and fr.time is not None:
+            first_time = float(fr.time)
+        for out in resampler.resample(fr):
+            chunks.append(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        chunks.append(out.to_ndarray().reshape(-1))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    offset = int(round(((first_time or 0.0) - origin_s) * cfg.sample_rate))
+    if offset > 0:
+        samples = np.concatenate([np.zeros(offset, np.float32), samples])
+    elif offset < 0:
+        samples = samples[-offset:]
+    return samples
+
+
+def _iterate(path: PathLike, container: av.container.InputContainer, want_audio: bool):
+    """Yield decoded frames of the first video (and audio) stream in one demux pass."""
+    vs = container.streams.video[0]
+    vs.thread_type = "AUTO"
+    streams = [vs]
+    if want_audio and container.streams.audio:
+        streams.append(container.streams.audio[0])
+    try:
+        for packet in container.demux(*streams):
+            for frame in packet.decode():
+                yield frame
+    except av.FFmpegError as exc:
+        raise VideoError("decode error", path, str(exc)) from exc
+
+
+def decode_clips(
+    path: PathLike,
+    clip_len: int = 4,
+    clips_per_video: int = 4,
+    stride: int = 1,
+    audio: AudioConfig | None = AudioConfig(),
+) -> DecodedClips:
+    """Decode evenly spread clips (and their audio windows) of a video in one sequential pass.
+
+    Args:
+        path: the video file.
+        clip_len: frames per clip (T).
+        clips_per_video: how many clips to spread over the video (fewer when it is short).
+        stride: distance between a clip's frames.
+        audio: log-mel settings, or ``None`` to skip audio. A video with no audio track gives
+            ``audio=None`` in the result (not an error).
+
+    Raises:
+        VideoError: the :func:`probe` reasons, ``"too short"`` (shorter than one clip),
+            ``"decode error"`` (corrupt stream), or ``"no frames"`` (nothing decodable where
+            the clips should be, e.g. a truncated file).
+    """
+    container = _open(path)
+    try:
+        info = _info_from_container(path, container)
+        starts = sample_clip_starts(info.num_frames, clip_len, clips_per_video, stride)
+        if not starts:
+            raise VideoError("too short", path, f"{info.num_frames} frames < one clip of {clip_len}x{stride}")
+        clip_indices = [clip_frame_indices(s, clip_len, stride) for s in starts]
+        wanted = {i for idx in clip_indices for i in idx}
+        last_needed = max(wanted)
+        want_audio = audio is not None and info.has_audio
+
+        got: dict[int, np.ndarray] = {}
+        audio_frames: list[av.AudioFrame] = []
+        origin_s: float | None = None
+        vidx = 0
+        for frame in _iterate(path, container, want_audio):
+            if isinstance(frame, av.VideoFrame):
+                if origin_s is None:
+                    origin_s = float(frame.time) if frame.time is not None else 0.0
+                if vidx in wanted:
+                    got[vidx] = frame.to_ndarray(format="rgb24")
+                vidx += 1
+                if vidx > last_needed and not want_audio:
+                    break
+            elif isinstance(frame, av.AudioFrame):
+                audio_frames.append(frame)
+    finally:
+        container.close()
+
+    kept = [k for k, idx in enumerate(clip_indices) if all(i in got for i in idx)]
+    if not kept:
+        reason = "truncated" if 0 < vidx < info.num_frames else "no frames"
+        raise VideoError(reason, path, f"decoded {vidx} of {info.num_frames} frames")
+    fps = info.fps if info.fps > 0 else 25.0
+    out_frames = [np.stack([got[i] for i in clip_indices[k]]) for k in kept]
+    out_starts = [starts[k] for k in kept]
+    out_idx = [clip_indices[k] for k in kept]
+    times = [(idx[0] / fps, (idx[-1] + 1) / fps) for idx in out_idx]
+
+    windows: list[np.ndarray] | None = None
+    if want_audio and audio_frames:
+        assert audio is not None
+        samples = _resample_audio(audio_frames, audio, origin_s or 0.0)
+        spec = log_mel(samples, audio.sample_rate, audio)
+        windows = [audio_window(spec, audio, t0, t1) for t0, t1 in times]
+    return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx)
+
+
+def read_frames(path: PathLike, indices: list[int] | None = None) -> np.ndarray:
+    """Decode frames of a video as one ``(N, H, W, 3)`` uint8 RGB array (all when ``indices`` is None)."""
+    container = _open(path)
+    try:
+        _info_from_container(path, container)
+        wanted = None if indices is None else set(indices)
+        got: dict[int, np.ndarray] = {}
+        vidx = 0
+        for frame in _iterate(path, container, want_audio=False):
+            if wanted is None or vidx in wanted:
+                got[vidx] = frame.to_ndarray(format="rgb24")
+            vidx += 1
+            if wanted is not None and vidx > max(wanted, default=-1):
+                break
+    finally:
+        container.close()
+    order = sorted(got) if indices is None else [i for i in indices if i in got]
+    if not order:
+        raise VideoError("no frames", path)
+    return np.stack([got[i] for i in order])
+
+
+def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray | None:
+    """Decode a video's audio track as mono float32 at ``sample_rate``; ``None`` without audio."""
+    container = _open(path)
+    try:
+        info = _info_from_container(path, container)
+        if not info.has_audio:
+            return None
+        frames: list[av.AudioFrame] = []
+        origin: float | None = None
+        for frame in _iterate(path, container, want_audio=True):
+            if isinstance(frame, av.AudioFrame):
+                frames.append(frame)
+            elif origin is None:
+                origin = float(frame.time) if frame.time is not None else 0.0
+    finally:
+        container.close()
+    cfg = AudioConfig(sample_rate=sample_rate)
+    return _resample_audio(frames, cfg, origin or 0.0)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def write_video(
+    path: PathLike,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 23,
+    preset: str = "veryfast",
+) -> Path:
+    """Write an H.264 (libx264, yuv420p) mp4, with a mono AAC track when ``audio`` is given.
+
+    The file is written to a hidden temporary file in the destination folder and moved into
+    place with :func:`os.replace`, so readers never see a half-written video. Odd frame sizes
+    are padded to even (yuv420p needs even sizes) by repeating the last row/column.
+
+    Args:
+        path: destination ``.mp4``; parent folders are created.
+        frames: ``(N, H, W, 3)`` uint8 RGB.
+        fps: frame rate (may be fractional).
+        audio: mono float32 samples in ``[-1, 1]`` at ``sample_rate``, or ``None`` for no track.
+        sample_rate: audio sample rate in Hz.
+        crf: x264 constant rate factor (lower = better quality).
+        preset: x264 speed preset.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be a non-empty (N, H, W, 3) array, got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    n, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = frames.shape[1:3]
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".tmp.mp4", dir=dest.parent)
+    os.close(fd)
+    try:
+        rate = Fraction(fps).limit_denominator(1001)
+        with av.open(tmp_name, mode="w", format="mp4") as out:
+            vs = out.add_stream("libx264", rate=rate)
+            vs.width, vs.height = w, h
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(int(crf)), "preset": preset}
+            streams_audio = None
+            if audio is not None:
+                streams_audio = out.add_stream("aac", rate=int(sample_rate), layout="mono")
+            for i in range(n):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                for packet in vs.encode(vf):
+                    out.mux(packet)
+            for packet in vs.encode(None):
+                out.mux(packet)
+            if streams_audio is not None:
+                samples = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+                chunk = 1024
+                for s0 in range(0, samples.size, chunk):
+                    part = samples[s0 : s0 + chunk]
+                    af = av.AudioFrame.from_ndarray(part[None, :].copy(), format="fltp", layout="mono")
+                    af.sample_rate = int(sample_rate)
+                    af.pts = s0
+                    for packet in streams_audio.encode(af):
+                        out.mux(packet)
+                for packet in streams_audio.encode(None):
+                    out.mux(packet)
+        os.replace(tmp_name, dest)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return dest
