@@ -1,0 +1,37 @@
+# The two commands a user needs: `make demo` and `make test`. Both create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch/torchvision are pinned here only where this build machine serves them from disk;
+# a plain `pip install -e .` elsewhere takes whatever torch>=2.4 the index offers.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= demo_out
+
+.PHONY: venv install install-test demo test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q $(TORCH_PIN) || $(PIP) install -q torch torchvision
+	$(PIP) install -q -e '.[tune]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test,tune]'
+	touch $@
+
+venv install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/interceptor demo --out $(DEMO_OUT)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest tests -q
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache
