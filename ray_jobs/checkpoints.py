@@ -50,7 +50,7 @@ def library_versions() -> dict[str, str]:
         ours = version("interceptor-specialists")
     except PackageNotFoundError:
         ours = "unknown"
-    return {"interceptor": ours, "torch": torch.__version__, "timm": timm.__version__,
+    return {"interceptor": ours, "torch": str(torch.__version__), "timm": str(timm.__version__),
             "python": platform.python_version()}
 
 

@@ -183,14 +183,15 @@ class SpecialistRunner:
         return out
 
     def fit(self, train_batches: Callable[[int], Iterable[dict]], val_batches: Callable[[], Iterable[dict]],
-            on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-        """Train from ``self.epoch`` to the recipe's total epochs.
+            on_epoch_end: Callable[[dict], None] | None = None, stop_at: int | None = None) -> dict:
+        """Train from ``self.epoch`` to the recipe's total epochs (or to epoch ``stop_at``).
 
         ``train_batches(epoch)`` gives the batches of a 0-based epoch (a progressive stage picks
         the epoch's chunk from it); ``on_epoch_end(metrics)`` is where callers checkpoint/report.
         """
         metrics: dict = {}
-        while self.epoch < self.recipe.total_epochs:
+        last = self.recipe.total_epochs if stop_at is None else min(stop_at, self.recipe.total_epochs)
+        while self.epoch < last:
             epoch = self.epoch
             t0 = time.perf_counter()
             train = self.train_epoch(train_batches(epoch))

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from specialists import (BranchSpec, SpecialistError, SpecialistSpec, create_model, get_spec, list_specialists,
+                         register_specialist)
+from specialists.branches import SpecialistModule
+from tests.helpers import TINY
+
+# design section 2: the seed's contract numbers
+CONTRACT = {
+    "av": ([("lip_analyzer", 16, 5), ("motion_detector", 12, 7), ("temporal_checker", 10, 3),
+            ("av_correlation", 10, 3)], 48, 2352),
+    "cm": ([("dct_analyzer", 12, 8), ("quantization_detector", 10, 5), ("block_boundary_checker", 10, 7),
+            ("compression_pattern", 8, 3)], 40, 1960),
+    "rr": ([("multiscale_analyzer", 12, 5), ("upscaling_detector", 10, 7), ("edge_sharpness", 8, 3),
+            ("resolution_consistency", 6, 9)], 36, 1764),
+    "tm": ([("frame_consistency", 16, 5), ("motion_flow", 14, 7), ("temporal_artifacts", 12, 3),
+            ("sequence_coherence", 10, 9)], 52, 2548),
+}
+
+
+def test_registry_holds_the_six():
+    assert {"av", "bg", "cm", "rr", "tm", "ll"} <= set(list_specialists())
+
+
+@pytest.mark.parametrize("key", sorted(CONTRACT))
+def test_seed_contract_numbers(key):
+    branches, channels, features = CONTRACT[key]
+    spec = get_spec(key)
+    assert [(b.name, b.channels, b.kernel) for b in spec.branches] == branches
+    assert spec.channels == channels and spec.features == features == channels * 7 * 7
+
+
+@pytest.mark.parametrize("key", list_specialists())
+def test_module_features_match_spec(key):
+    spec = get_spec(key)
+    assert len(spec.branches) >= 4
+    module = SpecialistModule(spec)
+    for size in (32, 64):
+        out = module(torch.rand(2, 4, 3, size, size))
+        assert out.shape == (2, spec.channels * 7 * 7)
+    for b in spec.branches:
+        conv = module.branches[b.name].conv
+        assert conv.out_channels == b.channels and conv.kernel_size == (b.kernel, b.kernel)
+
+
+@pytest.mark.parametrize("key", list_specialists())
+def test_forward_backward_finite_with_gradient_everywhere(key):
+    torch.manual_seed(0)
+    model = create_model(key, **TINY)
+    frames = torch.rand(4, 4, 3, 32, 32)
+    audio = torch.randn(4, 40, 16)
+    has_audio = torch.tensor([True, False, True, False])
+    logits = model(frames, audio, has_audio)
+    assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+def test_temporal_specialist_sees_non_centre_frames():
+    torch.manual_seed(0)
+    model = create_model("tm", **TINY).eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+    changed = frames.clone()
+    centre = frames.shape[1] // 2
+    for t in range(frames.shape[1]):
+        if t != centre:
+            changed[:, t] = torch.rand_like(changed[:, t])
+    with torch.no_grad():
+        assert not torch.allclose(model(frames), model(changed))
+
+
+def test_image_specialist_uses_centre_frame_only():
+    torch.manual_seed(0)
+    model = create_model("cm", **TINY).eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+    changed = frames.clone()
+    changed[:, 0] = torch.rand_like(changed[:, 0])
+    with torch.no_grad():
+        assert torch.allclose(model(frames), model(changed))
+
+
+def test_audio_visual_runs_with_and_without_audio():
+    torch.manual_seed(0)
+    model = create_model("av", **TINY).eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+    audio = torch.randn(2, 40, 16)
+    with torch.no_grad():
+        without = model(frames)  # no audio at all
+        flagged_off = model(frames, audio, torch.tensor([False, False]))
+        with_audio = model(frames, audio, torch.tensor([True, True]))
+    assert torch.allclose(without, flagged_off)
+    assert not torch.allclose(without, with_audio)
+
+
+def test_duplicate_and_unknown_names_are_refused():
+    with pytest.raises(SpecialistError, match="already registered"):
+        register_specialist(SpecialistSpec(key="av", name="x", detects="x", branches=(BranchSpec("a", 1, 3),)))
+    with pytest.raises(SpecialistError, match=r"unknown specialist 'xx'; known: av, bg, cm, ll, rr, tm"):
+        get_spec("xx")
+    with pytest.raises(SpecialistError, match="unknown timm backbone"):
+        create_model("av", backbone="not_a_model")
