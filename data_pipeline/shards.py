@@ -1,0 +1,347 @@
+"""Parquet clip shards: the schema, atomic writes, resumability, and reading rows back.
+
+One row per clip; the columns are the clip-shard contract of ``docs/architecture.md``:
+
+============== ================= ==========================================================
+column         arrow type        meaning
+============== ================= ==========================================================
+video_id       string            manifest fields, copied from the video's manifest row
+path           string
+dataset        string
+label          int64             0 real, 1 fake
+method         string
+group          string
+split          string
+chunk          int32
+clip_index     int32             index of the clip within its video
+frames         binary            uint8 RGB ``(T, S, S, 3)``, C order
+num_frames     int32             T
+size           int32             S
+audio          binary            float32 log-mel ``(n_mels, n_steps)``, C order; b"" without audio
+audio_shape    list<int32>       ``[n_mels, n_steps]`` (``[0, 0]`` without audio)
+has_audio      bool              the clip has an aligned audio window
+face_box       list<float32>     ``[x0, y0, x1, y1]`` of the crop in source-frame pixels
+preprocessing  string            ``resize``, ``clahe`` or ``clahe_bilateral``
+============== ================= ==========================================================
+
+Shards are written atomically (``<name>.parquet.tmp`` then :func:`os.replace`), so a reader
+never sees a partial ``.parquet`` file, and named deterministically from the batch of videos
+they hold (:func:`shard_name`), so a rerun of the preparation recognises and skips finished
+shards. A shard's Parquet key-value metadata carries the per-video status of its batch
+(:data:`STATUS_KEY`), so a resumed run rebuilds the same report without redoing the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .sources.manifest import MANIFEST_FIELDS
+
+#: file-level metadata keys of a shard
+STATUS_KEY = b"interceptor.status"
+CONFIG_KEY = b"interceptor.config"
+#: suffix of a shard being written
+TMP_SUFFIX = ".tmp"
+#: rows per Parquet row group (readers stream row group by row group)
+ROW_GROUP_ROWS = 64
+
+#: the clip-shard schema (see the module docstring)
+SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("chunk", pa.int32(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("frames", pa.binary(), nullable=False),
+        pa.field("num_frames", pa.int32(), nullable=False),
+        pa.field("size", pa.int32(), nullable=False),
+        pa.field("audio", pa.binary(), nullable=False),
+        pa.field("audio_shape", pa.list_(pa.int32()), nullable=False),
+        pa.field("has_audio", pa.bool_(), nullable=False),
+        pa.field("face_box", pa.list_(pa.float32()), nullable=False),
+        pa.field("preprocessing", pa.string(), nullable=False),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+assert COLUMNS[: len(MANIFEST_FIELDS)] == MANIFEST_FIELDS
+
+_SHARD_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-(?P<split>[a-z]+)(?:-c(?P<chunk>\d+))?-(?P<digest>[0-9a-f]{16})\.parquet$")
+
+
+class ShardError(ValueError):
+    """A shard or a row does not follow the schema (one-line message)."""
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def make_row(
+    manifest: Mapping[str, Any],
+    clip_index: int,
+    frames: np.ndarray,
+    audio: np.ndarray | None,
+    face_box: Sequence[float],
+    preprocessing: str,
+) -> dict[str, Any]:
+    """One clip row per :data:`SCHEMA` from the video's manifest fields and the clip's arrays.
+
+    Args:
+        manifest: the video's manifest fields (a ``ManifestRow.to_dict()``).
+        clip_index: index of the clip within its video.
+        frames: uint8 ``(T, S, S, 3)`` RGB face crops.
+        audio: float32 ``(n_mels, n_steps)`` log-mel window, or ``None``.
+        face_box: ``[x0, y0, x1, y1]`` of the crop in source-frame pixels.
+        preprocessing: the stage filter that was applied.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
+        raise ShardError(f"frames must be uint8 (T, S, S, 3), got {frames.dtype} {frames.shape}")
+    row = {k: manifest[k] for k in MANIFEST_FIELDS}
+    row.update(
+        clip_index=int(clip_index),
+        frames=np.ascontiguousarray(frames).tobytes(),
+        num_frames=int(frames.shape[0]),
+        size=int(frames.shape[1]),
+        face_box=[float(v) for v in face_box],
+        preprocessing=str(preprocessing),
+    )
+    if audio is None:
+        row.update(audio=b"", audio_shape=[0, 0], has_audio=False)
+    else:
+        a = np.ascontiguousarray(audio, dtype=np.float32)
+        if a.ndim != 2:
+            raise ShardError(f"audio must be (n_mels, n_steps), got {a.shape}")
+        row.update(audio=a.tobytes(), audio_shape=list(a.shape), has_audio=True)
+    return row
+
+
+def decode_row(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(frames (T, S, S, 3) uint8, audio (n_mels, n_steps) float32 or None)`` of a clip row."""
+    t, s = int(row["num_frames"]), int(row["size"])
+    frames = np.frombuffer(row["frames"], dtype=np.uint8)
+    if frames.size != t * s * s * 3:
+        raise ShardError(f"frames hold {frames.size} bytes, expected T*S*S*3 = {t * s * s * 3}")
+    frames = frames.reshape(t, s, s, 3)
+    if not bool(row["has_audio"]):
+        return frames, None
+    shape = tuple(int(v) for v in row["audio_shape"])
+    audio = np.frombuffer(row["audio"], dtype=np.float32)
+    if audio.size != int(np.prod(shape)):
+        raise ShardError(f"audio holds {audio.size} floats, expected {shape}")
+    return frames, audio.reshape(shape)
+
+
+# --------------------------------------------------------------------------- names and files
+
+
+def batch_digest(video_ids: Iterable[str]) -> str:
+    """16 hex digits identifying a batch of videos (order-independent)."""
+    h = hashlib.sha1()
+    for vid in sorted(video_ids):
+        h.update(vid.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def shard_name(dataset: str, split: str, video_ids: Iterable[str], chunk: int | None = None) -> str:
+    """Deterministic shard file name ``<dataset>-<split>[-c<chunk>]-<digest of video ids>.parquet``.
+
+    The chunk is part of the name for chunked datasets (DFDC) so a chunk's shards are found by
+    name; the digest makes a rerun over the same videos land on the same file.
+    """
+    chunk_part = f"-c{int(chunk):03d}" if chunk is not None else ""
+    return f"{dataset}-{split}{chunk_part}-{batch_digest(video_ids)}.parquet"
+
+
+def parse_shard_name(name: str) -> dict[str, Any] | None:
+    """``{"dataset", "split", "chunk" (int or None), "digest"}`` of a shard file name, or ``None``."""
+    m = _SHARD_NAME.match(Path(name).name)
+    if not m:
+        return None
+    d = m.groupdict()
+    return {**d, "chunk": int(d["chunk"]) if d["chunk"] is not None else None}
+
+
+def write_shard(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``rows`` as one Parquet shard at ``path``, atomically.
+
+    The data go to ``<path>.tmp`` (flushed to disk) and are then renamed onto ``path`` with
+    :func:`os.replace`, so ``path`` either does not exist or is complete. ``metadata`` values
+    are stored JSON-encoded under ``interceptor.<key>`` in the file's key-value metadata.
+    An empty ``rows`` writes a valid zero-row shard (a batch whose videos were all skipped is
+    still finished).
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    schema = SCHEMA
+    if metadata:
+        schema = SCHEMA.with_metadata({f"interceptor.{k}".encode(): json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    try:
+        table = pa.Table.from_pylist(list(rows), schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+        raise ShardError(f"rows do not match the shard schema: {str(exc).splitlines()[0]}") from None
+    nulls = [name for name in COLUMNS if table.column(name).null_count]
+    if nulls:
+        raise ShardError(f"rows do not match the shard schema: missing values in {', '.join(nulls)}")
+    tmp = dest.with_name(dest.name + TMP_SUFFIX)
+    try:
+        pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def shard_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``interceptor.*`` key-value metadata of a shard, decoded (``{"status": [...], ...}``)."""
+    meta = pq.read_schema(path).metadata or {}
+    out = {}
+    for k, v in meta.items():
+        if k.startswith(b"interceptor."):
+            out[k.decode()[len("interceptor.") :]] = json.loads(v)
+    return out
+
+
+def list_complete_shards(
+    out_dir: str | os.PathLike[str],
+    dataset: str | None = None,
+    split: str | Sequence[str] | None = None,
+    chunk: int | Sequence[int] | None = None,
+) -> list[Path]:
+    """Finished shards in ``out_dir`` (never ``*.tmp``), sorted by name, optionally filtered by
+    dataset, split(s) and chunk(s) as encoded in their names."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return []
+    splits = {split} if isinstance(split, str) else set(split) if split is not None else None
+    chunks = {chunk} if isinstance(chunk, int) else set(chunk) if chunk is not None else None
+    out = []
+    for p in sorted(folder.glob("*.parquet")):
+        info = parse_shard_name(p.name)
+        if info is None or not p.is_file():
+            continue
+        if dataset is not None and info["dataset"] != dataset:
+            continue
+        if splits is not None and info["split"] not in splits:
+            continue
+        if chunks is not None and (info["chunk"] or 0) not in chunks:
+            continue
+        out.append(p)
+    return out
+
+
+def remove_partial(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete leftover ``*.parquet.tmp`` files of an interrupted run; returns what was removed."""
+    folder = Path(out_dir)
+    removed = []
+    if folder.is_dir():
+        for p in sorted(folder.glob(f"*.parquet{TMP_SUFFIX}")):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def read_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """All rows of one shard as dicts (small shards, tests and tools; training streams with Ray Data)."""
+    return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
+
+
+# --------------------------------------------------------------------------- training batches
+
+
+def _column(batch: Any, name: str) -> np.ndarray:
+    if isinstance(batch, pa.Table):
+        return batch.column(name).to_numpy(zero_copy_only=False)
+    col = batch[name]
+    if hasattr(col, "to_numpy"):
+        return col.to_numpy()
+    return np.asarray(col, dtype=object) if isinstance(col, list) else np.asarray(col)
+
+
+def _default_audio_shape() -> tuple[int, int]:
+    from .video import AudioConfig
+
+    cfg = AudioConfig()
+    return cfg.n_mels, cfg.window_steps
+
+
+def rows_to_batch(
+    batch: Mapping[str, Any] | pa.Table,
+    audio_shape: tuple[int, int] | None = None,
+    extras: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Turn a batch of clip rows into the training-batch tensors of ``docs/architecture.md``.
+
+    Args:
+        batch: columns of clip rows: a dict of NumPy arrays (Ray Data
+            ``iter_batches(batch_format="numpy")``), of lists, a pandas DataFrame or a
+            ``pyarrow.Table``.
+        audio_shape: ``(n_mels, n_steps)`` used for the zero audio of a batch in which no clip
+            has audio; default: the shape of the batch's audio, else :class:`~.video.AudioConfig`'s.
+        extras: further columns passed through as Python lists (e.g. ``("method", "video_id")``).
+
+    Returns:
+        ``frames`` float32 ``(B, T, 3, S, S)`` in ``[0, 1]``; ``audio`` float32
+        ``(B, n_mels, n_steps)``, zeros where absent; ``has_audio`` bool ``(B,)``; ``label``
+        int64 ``(B,)``; plus ``extras``.
+    """
+    import torch
+
+    raw = _column(batch, "frames")
+    b = len(raw)
+    t = np.asarray(_column(batch, "num_frames"), dtype=np.int64)
+    s = np.asarray(_column(batch, "size"), dtype=np.int64)
+    if b == 0:
+        raise ShardError("empty batch")
+    if (t != t[0]).any() or (s != s[0]).any():
+        raise ShardError(f"a batch mixes clip shapes: T in {sorted(set(t.tolist()))}, S in {sorted(set(s.tolist()))}")
+    T, S = int(t[0]), int(s[0])
+    per_clip = T * S * S * 3
+    flat = np.empty((b, per_clip), dtype=np.uint8)
+    for i, x in enumerate(raw):
+        clip = np.frombuffer(x, dtype=np.uint8)
+        if clip.size != per_clip:
+            raise ShardError(f"frames of row {i} hold {clip.size} bytes, expected T*S*S*3 = {per_clip}")
+        flat[i] = clip
+    frames = torch.from_numpy(flat.reshape(b, T, S, S, 3)).permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+    has_audio = np.asarray(_column(batch, "has_audio"), dtype=bool)
+    raw_audio = _column(batch, "audio")
+    shapes = _column(batch, "audio_shape")
+    with_audio = np.flatnonzero(has_audio)
+    if len(with_audio):
+        shape = tuple(int(v) for v in shapes[with_audio[0]])
+    else:
+        shape = tuple(audio_shape) if audio_shape is not None else _default_audio_shape()
+    audio = np.zeros((b, *shape), dtype=np.float32)
+    for i in with_audio:
+        if tuple(int(v) for v in shapes[i]) != shape:
+            raise ShardError(f"a batch mixes audio shapes: {shape} and {tuple(shapes[i])}")
+        audio[i] = np.frombuffer(raw_audio[i], dtype=np.float32).reshape(shape)
+
+    out: dict[str, Any] = {
+        "frames": frames,
+        "audio": torch.from_numpy(audio),
+        "has_audio": torch.from_numpy(has_audio.copy()),
+        "label": torch.from_numpy(np.array(_column(batch, "label"), dtype=np.int64)),
+    }
+    for name in extras:
+        out[name] = list(_column(batch, name))
+    return out
