@@ -531,6 +531,7 @@ def write_video(
     sample_rate: int = 16000,
     crf: int = 23,
     preset: str = "veryfast",
+    threads: int = 0,
 ) -> Path:
     """Write an H.264 (libx264, yuv420p) mp4, with a mono AAC track when ``audio`` is given.
 
@@ -546,6 +547,7 @@ def write_video(
         sample_rate: audio sample rate in Hz.
         crf: x264 constant rate factor (lower = better quality).
         preset: x264 speed preset.
+        threads: encoder threads (0 = FFmpeg's choice); 1 suits many parallel writer processes.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
@@ -567,6 +569,8 @@ def write_video(
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
             vs.options = {"crf": str(int(crf)), "preset": preset}
+            if threads > 0:
+                vs.codec_context.thread_count = int(threads)
             streams_audio = None
             if audio is not None:
                 streams_audio = out.add_stream("aac", rate=int(sample_rate), layout="mono")

@@ -1,0 +1,216 @@
+"""Tests of the synthetic benchmark generator on real generated files (tiny scale)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipeline import synthetic as syn
+from data_pipeline.video import probe, read_audio, read_frames
+
+TINY = syn.config_for_scale("tiny", seed=7)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("synth") / "bench"
+    summary = syn.generate(root, TINY, progress=None)
+    return root, summary
+
+
+def _truth(root: Path, ds: str) -> dict[str, dict[str, Any]]:
+    return json.loads((root / ds / "synthetic_truth.json").read_text())
+
+
+def _videos(root: Path, ds: str) -> set[str]:
+    return {p.relative_to(root / ds).as_posix() for p in (root / ds).rglob("*.mp4")}
+
+
+def test_every_dataset_has_every_family(bench: tuple[Path, dict[str, Any]]) -> None:
+    root, summary = bench
+    for ds in syn.DATASETS:
+        truth = _truth(root, ds)
+        assert set(truth) == _videos(root, ds), "truth covers exactly the written videos"
+        fams = {e["family"] for e in truth.values()}
+        assert fams == {"real", *syn.FAMILIES}
+        assert summary["datasets"][ds]["videos"] == len(truth)
+        for entry in truth.values():
+            assert entry["label"] == (0 if entry["family"] == "real" else 1)
+        # low light is not the fake signal: low-light reals and low-light fakes both exist
+        low = [e["label"] for e in truth.values() if e["light"] == "low"]
+        assert 0 in low and 1 in low
+
+
+def test_ffpp_layout_and_official_splits(bench: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = bench
+    ff = root / "ffpp"
+    splits = {s: json.loads((ff / "splits" / f"{s}.json").read_text()) for s in ("train", "val", "test")}
+    seen: list[str] = []
+    for pairs in splits.values():
+        assert pairs, "every split has at least one pair"
+        for pair in pairs:
+            assert isinstance(pair, list) and len(pair) == 2
+            assert all(isinstance(i, str) and re.fullmatch(r"\d{3}", i) for i in pair)
+            seen += pair
+    assert len(seen) == len(set(seen)), "splits are disjoint"
+    truth = _truth(root, "ffpp")
+    originals = {Path(v).stem for v in truth if v.startswith("original_sequences/youtube/c23/videos/")}
+    assert originals == set(seen)
+    pair_of = {a: b for pairs in splits.values() for a, b in pairs} | {b: a for pairs in splits.values() for a, b in pairs}
+    folders = set(syn.FAMILY_FOLDERS.values())
+    for vid, entry in truth.items():
+        if entry["label"] == 1:
+            m = re.fullmatch(r"manipulated_sequences/(\w+)/c23/videos/(\d{3})_(\d{3})\.mp4", vid)
+            assert m and m.group(1) in folders
+            assert syn.FAMILY_FOLDERS[entry["family"]] == m.group(1)
+            target, source = m.group(2), m.group(3)
+            assert pair_of[target] == source, "fake a_b is made within the pair [a, b]"
+            assert entry["group"] == target == truth[f"original_sequences/youtube/c23/videos/{target}.mp4"]["group"]
+
+
+def test_celebdf_layout_and_test_list(bench: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = bench
+    cd = root / "celebdf"
+    raw = (cd / "List_of_testing_videos.txt").read_text()
+    assert not raw.endswith("\n"), "like the official list: no trailing newline"
+    lines = raw.split("\n")
+    labels = set()
+    for line in lines:
+        label, rel = line.split(" ")
+        assert (cd / rel).is_file()
+        sub = rel.split("/")[0]
+        assert sub in {"Celeb-real", "YouTube-real", "Celeb-synthesis"}
+        assert label == ("0" if sub == "Celeb-synthesis" else "1"), "Celeb-DF: 1 = REAL, 0 = FAKE"
+        labels.add(label)
+    assert labels == {"0", "1"}
+    truth = _truth(root, "celebdf")
+    for vid, entry in truth.items():
+        sub, name = vid.split("/")
+        if sub == "Celeb-real":
+            assert re.fullmatch(r"id\d+_\d{4}\.mp4", name) and entry["label"] == 0
+        elif sub == "YouTube-real":
+            assert re.fullmatch(r"\d{5}\.mp4", name) and entry["label"] == 0
+        else:
+            m = re.fullmatch(r"(id\d+)_(id\d+)_(\d{4})\.mp4", name)
+            assert sub == "Celeb-synthesis" and m and entry["label"] == 1
+            assert m.group(1) != m.group(2)
+            target = f"Celeb-real/{m.group(1)}_{m.group(3)}.mp4"
+            assert truth[target]["group"] == entry["group"] == m.group(1)
+
+
+def test_dfdc_parts_and_metadata(bench: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = bench
+    parts = sorted((root / "dfdc").glob("dfdc_train_part_*"))
+    assert [p.name for p in parts] == [f"dfdc_train_part_{k}" for k in range(TINY.dfdc_parts)]
+    truth = _truth(root, "dfdc")
+    for part in parts:
+        meta = json.loads((part / "metadata.json").read_text())
+        assert set(meta) == {p.name for p in part.glob("*.mp4")}
+        for name, entry in meta.items():
+            assert re.fullmatch(r"[a-z]{10}\.mp4", name)
+            assert set(entry) == {"label", "split", "original"} and entry["split"] == "train"
+            if entry["label"] == "REAL":
+                assert entry["original"] is None
+            else:
+                assert entry["label"] == "FAKE"
+                assert meta[entry["original"]]["label"] == "REAL", "a fake lives in its original's part"
+                assert truth[f"{part.name}/{name}"]["group"] == entry["original"]
+
+
+def test_truth_boxes_inside_frames(bench: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = bench
+    for ds in syn.DATASETS:
+        truth = _truth(root, ds)
+        vid = sorted(truth)[0]
+        info = probe(root / ds / vid)
+        assert (info.width, info.height, info.num_frames) == (TINY.width, TINY.height, TINY.num_frames)
+        assert info.has_audio
+        for entry in truth.values():
+            boxes = np.array(entry["boxes"])
+            assert boxes.shape == (TINY.num_frames, 4)
+            assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+            assert (boxes[:, 2] <= TINY.width).all() and (boxes[:, 3] <= TINY.height).all()
+            side = boxes[:, 3] - boxes[:, 1]
+            assert ((side > 0.3 * TINY.height) & (side < 0.75 * TINY.height)).all()
+
+
+def test_deterministic_by_seed(bench: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, _ = bench
+    again = tmp_path / "again"
+    assert syn.main(["--out", str(again), "--scale", "tiny", "--seed", str(TINY.seed), "--quiet"]) == 0
+    for ds in syn.DATASETS:
+        meta = sorted(p.relative_to(root / ds) for p in (root / ds).rglob("*") if p.suffix in {".json", ".txt"})
+        assert meta == sorted(p.relative_to(again / ds) for p in (again / ds).rglob("*") if p.suffix in {".json", ".txt"})
+        for rel in meta:
+            assert (root / ds / rel).read_bytes() == (again / ds / rel).read_bytes(), rel
+    truth = _truth(root, "ffpp")
+    fake = next(v for v, e in sorted(truth.items()) if e["family"] == "face_swap")
+    np.testing.assert_array_equal(read_frames(root / "ffpp" / fake), read_frames(again / "ffpp" / fake))
+    other = tmp_path / "other"
+    syn.generate(other, syn.config_for_scale("tiny", seed=TINY.seed + 1, datasets=("dfdc",)), progress=None)
+    assert _videos(other, "dfdc") != _videos(root, "dfdc")
+
+
+def _frame_loudness(audio: np.ndarray, n_frames: int, fps: float, sr: int) -> np.ndarray:
+    per = sr / fps
+    return np.array([np.sqrt(np.mean(audio[int(i * per) : int((i + 1) * per)] ** 2)) for i in range(n_frames)])
+
+
+def test_audio_loudness_follows_mouth(tmp_path: Path) -> None:
+    cfg = TINY
+    corr_real, corr_shift = [], []
+    for seed in range(3):
+        path = tmp_path / f"real{seed}.mp4"
+        rendered = syn.write_sample(path, seed, cfg)
+        audio = read_audio(path, cfg.sample_rate)
+        assert audio is not None
+        loud = _frame_loudness(audio, cfg.num_frames, cfg.fps, cfg.sample_rate)
+        corr_real.append(np.corrcoef(loud, rendered.mouth)[0, 1])
+        shifted = tmp_path / f"shift{seed}.mp4"
+        syn.write_sample(shifted, seed, cfg, family="lip_sync_shift")
+        audio = read_audio(shifted, cfg.sample_rate)
+        assert audio is not None
+        loud = _frame_loudness(audio, cfg.num_frames, cfg.fps, cfg.sample_rate)
+        corr_shift.append(np.corrcoef(loud, rendered.mouth)[0, 1])
+    assert min(corr_real) > 0.6, corr_real
+    assert max(corr_shift) < min(corr_real) - 0.4, (corr_real, corr_shift)
+
+
+def test_background_only_and_silent_samples(tmp_path: Path) -> None:
+    empty = tmp_path / "noface.mp4"
+    rendered = syn.write_sample(empty, 0, TINY, face=False)
+    assert np.isnan(rendered.boxes).all()
+    frames = read_frames(empty)
+    assert frames.shape == (TINY.num_frames, TINY.height, TINY.width, 3)
+    silent = tmp_path / "silent.mp4"
+    syn.write_sample(silent, 0, TINY, audio=False)
+    assert not probe(silent).has_audio and probe(empty).has_audio
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_haar_cascade_finds_rendered_faces() -> None:
+    """Single-frame OpenCV Haar detection (no tracking) on tiny real renders."""
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    assert not cascade.empty()
+    hits = total = 0
+    for seed in range(24):
+        frames, _, boxes = syn.render_real(seed, TINY)
+        for i in (0, len(frames) // 2, len(frames) - 1):
+            gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
+            found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=3, minSize=(24, 24))
+            best = max((_iou(np.array([x, y, x + w, y + h], float), boxes[i]) for x, y, w, h in found), default=0.0)
+            hits += best >= 0.5
+            total += 1
+    assert hits / total >= 0.8, f"Haar single-frame hit rate {hits}/{total}"
