@@ -28,8 +28,9 @@ from specialists.registry import SpecialistError, get_spec
 class ModelConfig:
     """Everything needed to rebuild a specialist model (it is stored in every checkpoint)."""
 
-    specialist: str
-    """Registry key of the specialist (``av``, ``cm``, ``rr``, ``tm``, ``bg``, ``ll``, ...)."""
+    specialist: str = ""
+    """Registry key of the specialist (``av``, ``cm``, ``rr``, ``tm``, ``bg``, ``ll``, ...). In a
+    run config the model section is a template and the train job sets this per trainer."""
     backbone: str = "efficientnet_b4"
     """Any timm model name; ``test_efficientnet`` is the tiny one used by tests and the CPU demo."""
     weights_file: str | None = None

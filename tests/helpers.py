@@ -28,3 +28,33 @@ def batches(data: dict[str, torch.Tensor], batch_size: int, seed: int | None = N
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield {k: v[idx] for k, v in data.items()}
+
+
+def write_learnable_shards(folder, dataset: str = "ffpp", n_train: int = 96, n_val: int = 32, n_test: int = 32,
+                           chunks: int = 1, size: int = 32, seed: int = 0, preprocessing: str = "resize"):
+    """Write Parquet clip shards (the real schema) of the learnable task: train/val/test splits,
+    training spread over ``chunks`` chunk ids. Returns the folder."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from data_pipeline.shards import make_row, shard_name, write_shard
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = [("train", c, n_train // chunks) for c in range(chunks)] + [("val", 0, n_val), ("test", 0, n_test)]
+    for i, (split, chunk, n) in enumerate(plan):
+        data = learnable_clips(n, size=size, seed=seed * 100 + i)
+        frames = (data["frames"].permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8)
+        rows, ids = [], []
+        for j in range(n):
+            vid = f"{split}/c{chunk}/{j:04d}.mp4"
+            label = int(data["label"][j])
+            manifest = {"video_id": vid, "path": f"/synthetic/{vid}", "dataset": dataset, "label": label,
+                        "method": "checker" if label else "real", "group": f"g{split}{chunk}{j // 2}",
+                        "split": split, "chunk": chunk}
+            audio = np.random.default_rng(j).standard_normal((40, 16)).astype(np.float32) if j % 3 else None
+            rows.append(make_row(manifest, 0, frames[j], audio, [0, 0, size, size], preprocessing))
+            ids.append(vid)
+        write_shard(folder / shard_name(dataset, split, ids, chunk=chunk if chunks > 1 else None), rows)
+    return folder
