@@ -182,11 +182,13 @@ def is_complete(storage: Storage, name: str, specialist: str, stage: str) -> boo
     return storage.exists(*final_parts(name, specialist, stage), COMPLETE_FILE)
 
 
-def plan(cfg: TrainConfig) -> tuple[Storage, list[tuple[StageRecipe, list[Job], list[str]]]]:
+def plan(cfg: TrainConfig, skip_complete: bool = True
+         ) -> tuple[Storage, list[tuple[StageRecipe, list[Job], list[str]]]]:
     """Validate the run and list the work, before any worker starts.
 
     Returns the storage and, per stage in chain order, the jobs to train and the specialists
-    skipped because they are already complete. Bad configs raise one-line ``ConfigError``s.
+    skipped because they are already complete (none when ``skip_complete`` is false, as for a sweep
+    of a stage the chain has already trained). Bad configs raise one-line ``ConfigError``s.
     """
     keys = cfg.specialists or list_specialists()
     for k in keys:
@@ -230,7 +232,7 @@ def plan(cfg: TrainConfig) -> tuple[Storage, list[tuple[StageRecipe, list[Job], 
                 raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class (label counts {c})")
         jobs, skipped = [], []
         for key in keys:
-            if is_complete(storage, cfg.name, key, stage.name):
+            if skip_complete and is_complete(storage, cfg.name, key, stage.name):
                 skipped.append(key)
                 continue
             init_parts, external = None, None
@@ -336,6 +338,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = SpecialistModel(dataclasses.replace(job.model, weights_file=job.model.weights_file
                                                 if job.recipe.init_from is None else None))
     restored = ray.train.get_checkpoint()
+    init_source = job.init_external or (storage.display(*job.init_parts) if job.init_parts else None)
     if restored is None and (job.init_parts or job.init_external):
         local = Path(job.init_external) if job.init_external else fetch_checkpoint_dir(storage, *job.init_parts)
         try:
@@ -374,7 +377,8 @@ def train_loop_per_worker(config: dict) -> None:
             checkpoint = None
             if rank == 0:
                 payload = build_payload(runner.state_dict(), runner.core.config, job.recipe, metrics,
-                                        extra={"run": job.run_name, "world_size": ctx.get_world_size()})
+                                        extra={"run": job.run_name, "world_size": ctx.get_world_size(),
+                                               "init_from": init_source})
                 save_checkpoint(tmp, payload)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},

@@ -1,0 +1,176 @@
+"""The train job on a real Ray: job submission, S3 storage, worker and driver failures, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO, subprocess_env
+from tests.helpers import write_learnable_shards
+
+pytestmark = pytest.mark.ray
+STAGES = ("ffpp", "celebdf", "dfdc")
+
+
+def make_config(tmp_path: Path, name: str, specialists: list[str], **extra) -> Path:
+    shards = {}
+    for i, ds in enumerate(STAGES):
+        folder = tmp_path / "shards" / ds
+        if not folder.exists():
+            write_learnable_shards(folder, dataset=ds, chunks=3 if ds == "dfdc" else 1, n_train=96 if ds != "dfdc" else 144,
+                                   seed=i)
+        shards[ds] = str(folder)
+    cfg = {
+        "shards": shards, "storage_path": str(tmp_path / "runs"), "name": name, "specialists": specialists,
+        "stage_overrides": {"ffpp": {"epochs": 2, "lr": 3.0e-3}, "celebdf": {"epochs": 1, "lr": 1.0e-3},
+                            "dfdc": {"epochs": 1, "chunks": 2, "lr": 1.0e-3}},
+        "model": {"backbone": "test_efficientnet", "embed_dim": 32, "num_heads": 2},
+        "batch_size": 16, "cpus_per_worker": 0.5, "log_every": 0,
+    }
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def final_dir(tmp_path: Path, name: str, key: str, stage: str) -> Path:
+    return tmp_path / "runs" / name / "final" / f"{key}-{stage}"
+
+
+def start_train(config: Path, address: str, log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ray_jobs.train", "--config", str(config), "--address", address,
+                             *args], cwd=REPO, env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = predicate()
+        if got:
+            return got
+        if proc.poll() is not None:
+            raise AssertionError(f"train exited (rc={proc.returncode}) before {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_job_submit_trains_every_specialist_through_the_chain(ray_head, tmp_path):
+    config = make_config(tmp_path, "submitted", ["av", "tm"])
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", ".", "--", "python", "-m", "ray_jobs.train", "--config", str(config)]
+    out = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in (out.stdout + out.stderr).lower()
+    for key in ("av", "tm"):
+        for stage in STAGES:
+            d = final_dir(tmp_path, "submitted", key, stage)
+            assert (d / "COMPLETE.json").is_file() and (d / "checkpoint.pt").is_file(), d
+            payload = torch.load(d / "checkpoint.pt", weights_only=True)
+            assert payload["specialist"] == key and payload["stage"] == stage
+        celebdf = json.loads((final_dir(tmp_path, "submitted", key, "celebdf") / "meta.json").read_text())
+        assert celebdf["extra"]["init_from"] == str(final_dir(tmp_path, "submitted", key, "ffpp"))
+        dfdc = json.loads((final_dir(tmp_path, "submitted", key, "dfdc") / "COMPLETE.json").read_text())
+        assert [h["chunk"] for h in dfdc["history"]] == [0, 1]
+        assert 0.0 <= dfdc["test_auc"] <= 1.0
+    reports = tmp_path / "runs" / "submitted" / "reports"
+    assert (reports / "train_report.md").is_file() and (reports / "val_auc_curves.png").is_file()
+
+
+def test_s3_storage_chains_stages_through_the_bucket(ray_head, s3_server, tmp_path):
+    config = make_config(tmp_path, "s3run", ["cm"], stages=["ffpp", "celebdf"])
+    log = tmp_path / "s3.log"
+    env_extra = {**s3_server["env"]}
+    proc = subprocess.run([sys.executable, "-m", "ray_jobs.train", "--config", str(config), "--address",
+                           ray_head["gcs"], "--storage-path", f"s3://{s3_server['bucket']}/runs",
+                           "--s3-endpoint", s3_server["endpoint"]],
+                          cwd=REPO, env=subprocess_env(**env_extra), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = s3_server["client"]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="interceptor", Prefix="runs/s3run/")["Contents"]}
+    for stage in ("ffpp", "celebdf"):
+        for f in ("checkpoint.pt", "meta.json", "COMPLETE.json"):
+            assert f"runs/s3run/final/cm-{stage}/{f}" in keys
+    assert any(k.startswith("runs/s3run/cm-ffpp/checkpoint_") for k in keys)
+    meta = json.loads(client.get_object(Bucket="interceptor", Key="runs/s3run/final/cm-celebdf/meta.json")["Body"].read())
+    assert meta["extra"]["init_from"] == "s3://interceptor/runs/s3run/final/cm-ffpp"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
+
+
+def _worker_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
+    config = make_config(tmp_path, "faulty", ["cm"], stages=["ffpp"],
+                         stage_overrides={"ffpp": {"epochs": 4, "lr": 3.0e-3}}, batch_size=8)
+    log = tmp_path / "faulty.log"
+    proc = start_train(config, ray_head["gcs"], log)
+    run_dir = tmp_path / "runs" / "faulty" / "cm-ffpp"
+    wait_for(lambda: list(run_dir.glob("checkpoint_*/meta.json")), proc, 600, "the first checkpoint")
+    pids = wait_for(_worker_pids, proc, 60, "a training worker")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    text = log.read_text()
+    assert "resumed at epoch" in text, text[-3000:]
+    done = json.loads((final_dir(tmp_path, "faulty", "cm", "ffpp") / "COMPLETE.json").read_text())
+    assert max(h["epoch"] for h in done["history"]) == 4
+
+
+def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
+    config = make_config(tmp_path, "rerun", ["rr"], stage_overrides={"dfdc": {"epochs": 1, "chunks": 3}})
+    log1 = tmp_path / "first.log"
+    proc = start_train(config, ray_head["gcs"], log1)
+    dfdc_run = tmp_path / "runs" / "rerun" / "rr-dfdc"
+    wait_for(lambda: list(dfdc_run.glob("checkpoint_*/meta.json")), proc, 900, "a DFDC chunk checkpoint")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    stamps = {s: (final_dir(tmp_path, "rerun", "rr", s) / "COMPLETE.json").stat().st_mtime_ns for s in ("ffpp", "celebdf")}
+    assert not (final_dir(tmp_path, "rerun", "rr", "dfdc") / "COMPLETE.json").exists()
+    time.sleep(3)
+
+    log2 = tmp_path / "second.log"
+    proc = start_train(config, ray_head["gcs"], log2)
+    assert proc.wait(timeout=900) == 0, log2.read_text()[-4000:]
+    text = log2.read_text()
+    assert "stage ffpp: already complete for rr" in text and "stage celebdf: already complete for rr" in text
+    assert "[rr-dfdc] resumed at epoch" in text, text[-3000:]
+    for s, stamp in stamps.items():
+        assert (final_dir(tmp_path, "rerun", "rr", s) / "COMPLETE.json").stat().st_mtime_ns == stamp
+    done = json.loads((final_dir(tmp_path, "rerun", "rr", "dfdc") / "COMPLETE.json").read_text())
+    assert sorted({h["chunk"] for h in done["history"]}) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"specialists": ["zz"]}, "unknown specialist 'zz'; known: av, bg, cm, ll, rr, tm"),
+    ({"shards": {"ffpp": "/nonexistent/shards"}}, "stage ffpp: shard folder for 'ffpp' not found: /nonexistent/shards"),
+    ({"stages": ["celebdf"]}, "stage celebdf: its predecessor 'ffpp' has no final checkpoint for 'cm'"),
+    ({"storage_path": "FILE/sub"}, "is not writable"),
+])
+def test_bad_run_configs_fail_before_any_worker_starts(tmp_path, change, message):
+    if change.get("storage_path") == "FILE/sub":
+        (tmp_path / "afile").write_text("x")
+        change = {"storage_path": str(tmp_path / "afile" / "sub")}
+    config = make_config(tmp_path, "bad", change.pop("specialists", ["cm"]), **change)
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "ray_jobs.train", "--config", str(config)], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interceptor train: error:") and message in lines[0], out.stderr
+    assert "ray" not in out.stdout.lower()
