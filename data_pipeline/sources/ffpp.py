@@ -81,6 +81,7 @@ def read(
     compression: str = "c23",
     methods: list[str] | tuple[str, ...] | str | None = None,
     splits_dir: str | Path | None = None,
+    fakes: str = "split",
 ) -> Manifest:
     """Read an FF++ root.
 
@@ -90,7 +91,12 @@ def read(
         methods: manipulation method folders to include (a list or a comma-separated string);
             default every pair-based method folder present for this compression.
         splits_dir: folder of the official ``train/val/test.json``; default ``<root>/splits``.
+        fakes: ``"split"`` (default): every fake of every pair and method is expected, and one
+            missing on disk is kept (reported as missing); ``"present"``: only the fakes found on
+            disk (a partial download, e.g. the official script's ``--num_videos``).
     """
+    if fakes not in ("split", "present"):
+        raise ManifestError(f"FF++ fakes={fakes!r} unknown; use 'split' or 'present'")
     if compression not in COMPRESSIONS:
         raise ManifestError(f"FF++ compression {compression!r} unknown; use one of {', '.join(COMPRESSIONS)}")
     if not (root / "original_sequences").is_dir() and not (root / "manipulated_sequences").is_dir():
@@ -137,7 +143,9 @@ def read(
         for split, pairs in pairs_by_split.items():
             for a, b in pairs:
                 for target, source in ((a, b), (b, a)):
-                    rows.append(row(fake_dir / f"{target}_{source}.mp4", 1, method, target, split))
+                    path = fake_dir / f"{target}_{source}.mp4"
+                    if fakes == "split" or path.is_file():
+                        rows.append(row(path, 1, method, target, split))
 
     # videos on disk that no split lists
     listed = {r.path for r in rows}

@@ -168,13 +168,22 @@ def load_synthetic_truth(root: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def apply_synthetic_truth(manifest: Manifest, root: Path) -> Manifest:
-    """Set each fake's ``method`` to its synthetic family when ``root`` is a synthetic benchmark."""
+    """Apply a synthetic benchmark's ``synthetic_truth.json`` (no-op for a real dataset).
+
+    * Each fake's ``method`` becomes its synthetic family.
+    * The truth file lists every video of the benchmark, so a row that a reader only *inferred*
+      (e.g. an FF++ fake ``a_b`` of a method the generator did not apply to that pair) and that
+      is neither in the truth file nor on disk is not part of the dataset and is removed. A
+      video the truth file lists but that is missing on disk stays (reported as missing).
+    """
     truth = load_synthetic_truth(root)
     if truth is None:
         return manifest
     rows = []
     for row in manifest:
         entry = truth.get(row.video_id)
+        if entry is None and not row.exists:
+            continue
         if row.label == 1 and isinstance(entry, dict) and entry.get("family"):
             row = dataclasses.replace(row, method=str(entry["family"]))
         rows.append(row)
