@@ -74,6 +74,7 @@ def build_payload(state: dict, model_config: ModelConfig, recipe: StageRecipe, m
         "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool))},
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "history": list(state.get("history", [])),
         "extra": extra or {},
         **{k: state[k] for k in ("model", "optimizer", "scheduler", "scaler")},
     }

@@ -31,7 +31,9 @@ from ray_jobs.config import StageRecipe
 from specialists.losses import LossKind, build_loss
 from specialists.model import SpecialistModel
 
-LOG_LOSS_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
+LOG_LOSS_EPS = 1e-7
+HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_acc_real", "val_acc_fake",
+                "epoch_time_s")  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
 
 
 def unwrap(model: nn.Module) -> SpecialistModel:
@@ -75,6 +77,7 @@ class SpecialistRunner:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.augment = build_augmentation(recipe.augmentation)
         self.epoch = 0  # completed epochs of this stage
+        self.history: list[dict] = []  # per-epoch metrics, carried in checkpoints across restarts
         self.metrics = {
             "auc": torchmetrics.classification.BinaryAUROC(),
             "acc": torchmetrics.classification.MulticlassAccuracy(num_classes=2, average=None),
@@ -201,6 +204,7 @@ class SpecialistRunner:
             metrics = {**train, **val, "epoch": self.epoch, "chunk": self.chunk_of(epoch),
                        "chunk_done": self.epoch % self.recipe.epochs == 0,
                        "epoch_time_s": time.perf_counter() - t0}
+            self.history.append({k: metrics[k] for k in HISTORY_KEYS})
             self.log(f"epoch {self.epoch}/{self.recipe.total_epochs} train_loss {train['train_loss']:.4f} "
                      f"val_auc {val['val_auc']:.4f} val_log_loss {val['val_log_loss']:.4f} "
                      f"acc real/fake {val['val_acc_real']:.3f}/{val['val_acc_fake']:.3f} "
@@ -217,6 +221,7 @@ class SpecialistRunner:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
+            "history": list(self.history),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -226,6 +231,7 @@ class SpecialistRunner:
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
 
     def close(self) -> None:
         """Release memory between stages."""

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from data_pipeline.shards import list_complete_shards, parse_shard_name
 from ray_jobs.config import ConfigError, StageChain, StageRecipe, apply_overrides, from_dict, load_yaml, to_dict
+from ray_jobs.checkpoints import META_FILE
 from ray_jobs.storage import COMPLETE_FILE, Storage, StorageError
 from specialists.model import ModelConfig
 from specialists.registry import SpecialistError, get_spec, list_specialists
@@ -425,11 +426,10 @@ def export_final(result, job: Job, cfg: TrainConfig, storage: Storage) -> dict:
     metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics or {})
     parts = final_parts(cfg.name, job.specialist, job.recipe.name)
     storage.copy_in(best.path, best.filesystem, *parts)
-    history = []
-    if result.metrics_dataframe is not None:
-        cols = [c for c in ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_acc_real",
-                            "val_acc_fake", "epoch_time_s") if c in result.metrics_dataframe]
-        history = result.metrics_dataframe[cols].to_dict("records")
+    # the latest checkpoint carries the whole stage's per-epoch history, across restarts
+    latest = result.checkpoint or best
+    with latest.filesystem.open_input_stream(f"{latest.path}/{META_FILE}") as f:
+        history = json.loads(f.read().decode()).get("history", [])
     return {"specialist": job.specialist, "stage": job.recipe.name, "checkpoint": storage.display(*parts),
             "selected_epoch": metrics.get("epoch"), "val_auc": metrics.get("val_auc"),
             "val_log_loss": metrics.get("val_log_loss"), "history": history,

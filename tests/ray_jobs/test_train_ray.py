@@ -137,7 +137,15 @@ def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
     log1 = tmp_path / "first.log"
     proc = start_train(config, ray_head["gcs"], log1)
     dfdc_run = tmp_path / "runs" / "rerun" / "rr-dfdc"
-    wait_for(lambda: list(dfdc_run.glob("checkpoint_*/meta.json")), proc, 900, "a DFDC chunk checkpoint")
+    def chunk_registered():
+        # Ray Train registers a reported checkpoint in its run snapshot; only registered ones are restored
+        snap = dfdc_run / "checkpoint_manager_snapshot.json"
+        try:
+            return snap.is_file() and json.loads(snap.read_text()).get("latest_checkpoint_result")
+        except json.JSONDecodeError:
+            return False
+
+    wait_for(chunk_registered, proc, 900, "a registered DFDC chunk checkpoint")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     stamps = {s: (final_dir(tmp_path, "rerun", "rr", s) / "COMPLETE.json").stat().st_mtime_ns for s in ("ffpp", "celebdf")}
@@ -150,6 +158,7 @@ def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
     text = log2.read_text()
     assert "stage ffpp: already complete for rr" in text and "stage celebdf: already complete for rr" in text
     assert "[rr-dfdc] resumed at epoch" in text, text[-3000:]
+    assert "[rr-dfdc] epoch 1/3 " not in text  # the finished first chunk is not trained again
     for s, stamp in stamps.items():
         assert (final_dir(tmp_path, "rerun", "rr", s) / "COMPLETE.json").stat().st_mtime_ns == stamp
     done = json.loads((final_dir(tmp_path, "rerun", "rr", "dfdc") / "COMPLETE.json").read_text())
