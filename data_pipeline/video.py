@@ -568,7 +568,9 @@ def write_video(
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": str(int(crf)), "preset": preset}
+            # x264's macroblock-tree rate control was seen to give run-to-run different bytes on
+            # small frames (e.g. 80-112 px); without it the output is reproducible
+            vs.options = {"crf": str(int(crf)), "preset": preset, "x264-params": "mbtree=0"}
             if threads > 0:
                 vs.codec_context.thread_count = int(threads)
             streams_audio = None
@@ -576,6 +578,8 @@ def write_video(
                 streams_audio = out.add_stream("aac", rate=int(sample_rate), layout="mono")
             for i in range(n):
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                vf.pts = i
+                vf.time_base = 1 / rate
                 for packet in vs.encode(vf):
                     out.mux(packet)
             for packet in vs.encode(None):
