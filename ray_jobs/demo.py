@@ -44,6 +44,8 @@ class DemoConfig:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     prepare: dict[str, Any] = field(default_factory=dict)
     """PrepareConfig fields applied to every dataset (size, clip_len, clips_per_video, ...)."""
+    readers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Reader options per dataset (e.g. ``dfdc: {parts_per_chunk: 2}``)."""
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig fields (shards and storage_path are set by the demo)."""
     num_cpus: int | None = None
@@ -66,6 +68,7 @@ def prepare_all(cfg: DemoConfig, out: Path) -> dict[str, str]:
     for ds in STAGE_DATASETS:
         folder = out / "shards" / ds
         pcfg = from_dict(PrepareConfig, {**cfg.prepare, "dataset": ds, "root": str(out / "synthetic" / ds),
+                                         "reader": cfg.readers.get(ds, {}),
                                          "out": str(folder), "preprocessing": prep[ds], "num_cpus": cfg.num_cpus})
         t = time.time()
         run(pcfg)

@@ -1,0 +1,81 @@
+"""Train-step time and parameter count of every specialist vs its bare backbone, in one run.
+
+    python benchmarks/model_cost.py [--backbone efficientnet_b4] [--sizes 224 380] [--batch 4] [--steps 3]
+
+Prints, per image size, the bare backbone's step time (forward + backward + AdamW step on the
+centre frame with a linear head) and each specialist's step time and parameters as a ratio to it.
+Target (issue 2): specialist module + fusion cost at most 15% over the backbone (ratio <= 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from specialists import create_model, list_specialists
+from specialists.model import create_backbone
+
+
+def step_time(model: nn.Module, make_inputs, steps: int, device: torch.device) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train().to(device)
+    times = []
+    for i in range(steps + 1):  # the first step is warm-up
+        args, y = make_inputs()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(*args)
+        loss = nn.functional.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="efficientnet_b4")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[224, 380])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--specialists", nargs="*", default=None)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    keys = args.specialists or list_specialists()
+    print(f"device={device} backbone={args.backbone} batch={args.batch} T={args.frames} "
+          f"torch_threads={torch.get_num_threads()}")
+    for size in args.sizes:
+        bare = nn.Sequential(create_backbone(args.backbone), nn.LazyLinear(2))
+        bare(torch.rand(1, 3, size, size))
+        inputs_bare = lambda: ((torch.rand(args.batch, 3, size, size, device=device),),
+                               torch.randint(0, 2, (args.batch,), device=device))
+        t_bare = step_time(bare, inputs_bare, args.steps, device)
+        p_bare = sum(p.numel() for p in bare.parameters())
+        print(f"\nsize {size}: bare backbone step {t_bare * 1000:.0f} ms, {p_bare / 1e6:.2f} M params")
+        print(f"{'specialist':>10} {'step ms':>9} {'ratio':>6} {'params M':>9} {'ratio':>6}")
+        del bare
+        for key in keys:
+            model = create_model(key, backbone=args.backbone, image_size=size)
+            def inputs():
+                return ((torch.rand(args.batch, args.frames, 3, size, size, device=device),
+                         torch.randn(args.batch, 40, 16, device=device),
+                         torch.ones(args.batch, dtype=torch.bool, device=device)),
+                        torch.randint(0, 2, (args.batch,), device=device))
+            t = step_time(model, inputs, args.steps, device)
+            p = sum(q.numel() for q in model.parameters())
+            print(f"{key:>10} {t * 1000:9.0f} {t / t_bare:6.3f} {p / 1e6:9.2f} {p / p_bare:6.3f}")
+            del model
+
+
+if __name__ == "__main__":
+    main()
