@@ -7,25 +7,34 @@ lighting vary per video; the audio track's loudness follows the mouth opening), 
 =========================  ====================================================  ==========
 family                     what is done to the real video                        specialist
 =========================  ====================================================  ==========
-``face_swap``              inner face of another identity pasted with a visible  bg
-                           seam and no colour correction
+``face_swap``              inner face of another identity (same pose and mouth)  bg
+                           pasted with a hard seam and a dark/bright halo, a
+                           colour cast, smoothed and noise-free
 ``double_compression``     face area JPEG-compressed at quality ~10 (8x8         cm
                            blocks) before the final H.264
 ``resolution_mismatch``    face downscaled x3-4 and upscaled back (blurry face   rr
                            on a sharp, noisy frame)
 ``temporal_flicker``       per-frame jitter of the face's position, gain and     tm
                            colour
-``lighting_inconsistency`` face relit from the opposite side with another        bg
-                           colour temperature than the background
-``lip_sync_shift``         audio shifted by 0.3-0.5 s against the mouth          av
-``low_light``              a face swap on a low-light (dark, noisy) capture.     ll
-                           Low-light *reals* exist too: darkness is not the
-                           fake signal
+``lighting_inconsistency`` face re-rendered lit from the opposite side in the     bg
+                           opposite colour temperature (hair, neck and
+                           background keep the scene's light)
+``lip_sync_shift``         audio shifted by 0.3-0.5 s against the mouth (the     av
+                           shift that decorrelates loudness and mouth most)
+``low_light``              a face swap on a low-light (dark, noisy) capture;     ll
+                           the pasted face is smooth and noise-free. Low-light
+                           *reals* exist too: darkness is not the fake signal
 =========================  ====================================================  ==========
 
 Reals are captured in normal light or in low light (``SynthConfig.low_light_fraction``).
-Normal-light reals get the first six families; low-light reals get ``low_light`` fakes. A
-fake keeps the identity group of its target real.
+Normal-light reals get the six other families (all of them, or ``fakes_per_real`` in rotation);
+low-light reals get one ``low_light`` fake. A fake keeps the identity group of its target real.
+``FAMILY_SPECIALIST`` maps each family to the specialist whose artefact it carries; the truth
+file's ``light`` field lets a low-light specialist train on low-light reals vs its fakes.
+
+Faces are shaded like real ones (Lambertian head, dark eye band and brows, bright nose bridge
+and cheeks, dark mouth interior) so that OpenCV's frontal-face Haar cascade finds them; the
+truth boxes are calibrated to the cascade's boxes.
 
 Layouts written under ``root`` (see ``data/README.md`` for the real metadata formats):
 
@@ -40,7 +49,8 @@ Layouts written under ``root`` (see ``data/README.md`` for the real metadata for
   one ``[x0, y0, x1, y1]`` face box per frame (frame pixels).
 
 Everything is deterministic given ``SynthConfig.seed``: each video draws from its own
-``numpy`` generator seeded by (seed, dataset, video), so worker scheduling does not matter.
+``numpy`` generator seeded by (seed, dataset, video), so worker scheduling does not matter, and
+videos are encoded single-threaded, so the files are byte-identical from run to run.
 
 CLI: ``python -m data_pipeline.synthetic --out DIR [--seed N] [--scale tiny|small|default]``
 (also ``interceptor synth``).
@@ -73,13 +83,17 @@ __all__ = [
     "FAMILY_SPECIALIST",
     "SCALES",
     "Identity",
+    "LowLight",
     "Rendered",
     "Scene",
     "SynthConfig",
     "apply_family",
+    "capture",
+    "config_for_scale",
     "generate",
     "main",
     "make_identity",
+    "make_low_light",
     "make_scene",
     "render",
     "render_background",
@@ -530,7 +544,6 @@ def _render_canvas(ident: Identity, scene: Scene, light: tuple[float, float, flo
     for s in (-1.0, 1.0):
         relief -= 0.5 * _gauss(X, Ya, s * ex, ey - 0.03, ident.eye_w * 1.7, ident.eye_h * 3.0)
         relief += 0.14 * _gauss(X, Ya, s * 0.45, ey + 0.45, 0.22, 0.18)  # cheek
-        # shadow under the brow ridge on the side away from the light
     nose_top, nose_tip = ey, ident.nose_len * ident.aspect
     along = np.clip((Ya - nose_top) / max(nose_tip - nose_top, 1e-3), 0, 1)
     bridge = np.exp(-((X - 0.0) / 0.07) ** 2) * (Ya > nose_top - 0.1) * (Ya < nose_tip + 0.05)

@@ -214,3 +214,27 @@ def test_haar_cascade_finds_rendered_faces() -> None:
             hits += best >= 0.5
             total += 1
     assert hits / total >= 0.8, f"Haar single-frame hit rate {hits}/{total}"
+
+
+def test_each_family_manipulates_only_its_signal() -> None:
+    """Face families change the face and leave the background; lip sync changes only audio;
+    every family maps to a specialist."""
+    assert set(syn.FAMILY_SPECIALIST) == set(syn.FAMILIES) == set(syn.FAMILY_FOLDERS)
+    rng = syn._rng(3, "families")
+    ident, scene, source = syn.make_identity(rng), syn.make_scene(rng, TINY), syn.make_identity(rng)
+    ll = syn.make_low_light(rng)
+    for family in syn.FAMILIES:
+        real = syn.capture(ident, scene, ll if family == "low_light" else None)
+        frames, audio = syn.apply_family(family, real, ident, scene, syn._rng(4, family), source=source,
+                                         low_light=ll if family == "low_light" else None)
+        assert frames.shape == real.frames.shape and frames.dtype == np.uint8
+        diff = np.abs(frames.astype(np.int16) - real.frames.astype(np.int16)).max(axis=-1)
+        inside = np.zeros(diff.shape, bool)
+        for i, (x0, y0, x1, y1) in enumerate(real.boxes.astype(int)):
+            inside[i, max(0, y0 - 8) : y1 + 8, max(0, x0 - 8) : x1 + 8] = True
+        if family == "lip_sync_shift":
+            assert (diff == 0).all() and not np.array_equal(audio, real.audio)
+            continue
+        assert np.array_equal(audio, real.audio)
+        assert diff[inside].mean() > 2.0, family
+        assert diff[~inside].mean() < 0.5, family
