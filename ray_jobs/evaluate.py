@@ -10,8 +10,9 @@
    the clip format are refused, naming the checkpoint.
 2. **Scoring.** One Ray Data pass (:func:`ray_jobs.scoring.score_shards`) over the fitting split's
    and the evaluated split's shards of the final stage's dataset (the dataset of the latest stage
-   among the members, or ``--shards``): every checkpoint scores every clip, each on its own stage
-   filter where that can be derived from the shards' crops, with progress on stderr.
+   among the members; or ``--shards``; or several datasets pooled with ``--datasets``): every
+   checkpoint scores every clip, each on its own stage filter where that can be derived from the
+   shards' crops (any filter from ``resize`` crops), with progress on stderr.
 3. **Fit** (unless ``--no-fit``): clips -> videos per specialist (``--aggregation``), then the
    combination weights, temperature and bias on the *validation* videos
    (:func:`specialists.ensemble.fit_ensemble`; fitting on test is refused). Saved as
@@ -22,7 +23,8 @@
    accuracy per class, expected calibration error, for the ensemble, the ensemble before
    calibration, the plain mean of the specialists' probabilities and every specialist; the
    specialist x manipulation-family matrix (per family, AUC of the real videos vs that family's
-   fakes) and the ensemble's accuracy on the reals and on each family. Written to the output folder (default
+   fakes), the ensemble's accuracy on the reals and on each family, and with several datasets
+   the video AUC per dataset. Written to the output folder (default
    ``<storage>/<name>/reports/evaluate-<split>/``): ``metrics.json``, ``roc.png``,
    ``reliability.png``, ``family_auc.png`` and ``report.md``.
 """
@@ -74,6 +76,10 @@ class EvaluateConfig:
     """Shard folder per dataset, as in the train job's config."""
     shard_dir: str | None = None
     """Shard folder to fit and evaluate on (default: ``shards[<dataset of the final stage>]``)."""
+    datasets: list[str] = field(default_factory=list)
+    """Datasets of ``shards`` to pool (their fit splits for fitting, their evaluated splits for the
+    report; videos are told apart by dataset and id). Default: the final stage's dataset only.
+    Useful when that dataset's validation split is too small to fit on."""
     stages_file: str | None = None
     """Stage chain file (default: the packaged one)."""
     specialists: list[str] = field(default_factory=list)
@@ -110,6 +116,8 @@ class EvaluateConfig:
             raise ConfigError(f"split must be train, val or test, got {self.split!r}")
         if not (self.fit or self.evaluate):
             raise ConfigError("nothing to do: neither fit nor evaluate")
+        if self.shard_dir and self.datasets:
+            raise ConfigError("give either shard_dir (--shards) or datasets (--datasets), not both")
 
     @classmethod
     def from_train_config(cls, tc: TrainConfig, **changes: Any) -> "EvaluateConfig":
@@ -126,21 +134,25 @@ def _log(msg: str) -> None:
     print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
 
 
-def shard_folder(cfg: EvaluateConfig, chain: StageChain, members: Sequence[Member]) -> Path:
-    """The shards to use: ``shard_dir``, else those of the dataset of the latest stage among the members."""
+def shard_folders(cfg: EvaluateConfig, chain: StageChain, members: Sequence[Member]) -> list[Path]:
+    """The shard folders to use: ``shard_dir``; else ``shards[d]`` for each of ``datasets``; else
+    the folder of the dataset of the latest stage among the members."""
     if cfg.shard_dir:
-        folder = Path(cfg.shard_dir)
+        folders = [Path(cfg.shard_dir)]
     else:
-        order = chain.names
-        final = max((m.stage for m in members), key=order.index)
-        dataset = chain.get(final).dataset
-        if dataset not in cfg.shards:
-            raise ConfigError(f"no shard folder for dataset {dataset!r} (the final stage {final!r}'s): "
-                              f"set shards.{dataset} or --shards")
-        folder = Path(cfg.shards[dataset])
-    if not folder.is_dir():
-        raise ConfigError(f"shard folder not found: {folder}")
-    return folder
+        if cfg.datasets:
+            datasets = list(dict.fromkeys(cfg.datasets))
+        else:
+            final = max((m.stage for m in members), key=chain.names.index)
+            datasets = [chain.get(final).dataset]
+        missing = [d for d in datasets if d not in cfg.shards]
+        if missing:
+            raise ConfigError(f"no shard folder for dataset(s) {', '.join(missing)}: set shards.<dataset> or --shards")
+        folders = [Path(cfg.shards[d]) for d in datasets]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"shard folder not found: {folder}")
+    return folders
 
 
 def shard_format(files: Sequence[Path]) -> tuple[set[tuple[int, int]], set[str]]:
@@ -192,27 +204,35 @@ class VideoScores:
     video_probs: np.ndarray
     video_labels: np.ndarray
     video_methods: np.ndarray
+    video_datasets: np.ndarray
+
+
+def video_key(datasets: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+    """Videos told apart across datasets: ``<dataset>:<video_id>``."""
+    return np.char.add(np.char.add(np.asarray(datasets).astype(str), ":"), np.asarray(video_ids).astype(str))
 
 
 def video_scores(cols: Mapping[str, np.ndarray], keys: Sequence[str], agg: AggregationConfig,
                  mask: np.ndarray | None = None) -> VideoScores:
     """Group scored clip rows (``score_shards`` columns) into videos with ``agg``."""
     mask = np.ones(len(cols["video_id"]), dtype=bool) if mask is None else mask
-    vids = np.asarray(cols["video_id"])[mask].astype(str)
+    vids = video_key(np.asarray(cols["dataset"])[mask], np.asarray(cols["video_id"])[mask])
     labels = np.asarray(cols["label"])[mask].astype(np.int64)
     probs = np.stack([np.asarray(cols[f"prob_{k}"], dtype=np.float64)[mask] for k in keys], axis=1)
     videos, vprobs = aggregate(probs, vids, agg)
     _, vlabels = video_labels(labels, vids)
-    methods = np.empty(len(videos), dtype=object)
-    methods[np.searchsorted(videos, vids)] = np.asarray(cols["method"])[mask].astype(str)
-    return VideoScores(list(keys), probs, labels, vids, videos, vprobs, vlabels, methods)
+    where = np.searchsorted(videos, vids)
+    methods, datasets = np.empty(len(videos), dtype=object), np.empty(len(videos), dtype=object)
+    methods[where] = np.asarray(cols["method"])[mask].astype(str)
+    datasets[where] = np.asarray(cols["dataset"])[mask].astype(str)
+    return VideoScores(list(keys), probs, labels, vids, videos, vprobs, vlabels, methods, datasets)
 
 
 def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     import torch
     from torchmetrics.functional.classification import binary_calibration_error
 
-    return float(binary_calibration_error(torch.as_tensor(probs, dtype=torch.float64),
+    return float(binary_calibration_error(torch.as_tensor(np.ascontiguousarray(probs), dtype=torch.float64),
                                           torch.as_tensor(labels).long(), n_bins=bins))
 
 
@@ -249,8 +269,11 @@ def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
         truth = 0 if group == "real" else 1
         accuracy[group] = {"videos": int(m.sum()),
                            "acc": float(((ens_video[m] >= 0.5) == truth).mean()) if m.any() else float("nan")}
+    datasets = sorted({str(d) for d in s.video_datasets})
+    per_dataset = {name: {d: M.auc(video_p[s.video_datasets == d], s.video_labels[s.video_datasets == d])
+                          for d in datasets} for name, (_, video_p) in scores.items()} if len(datasets) > 1 else {}
     return {
-        "videos": int(len(s.videos)), "clips": int(len(s.clip_labels)),
+        "videos": int(len(s.videos)), "clips": int(len(s.clip_labels)), "datasets": datasets,
         "real_videos": int(real.sum()), "fake_videos": int((~real).sum()),
         "ensemble": models[ENSEMBLE] | {"log_loss_uncalibrated": models[UNCALIBRATED]["log_loss"],
                                        "ece_uncalibrated": models[UNCALIBRATED]["ece"]},
@@ -258,6 +281,7 @@ def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
         "families": families,
         "family_auc": matrix,
         "family_accuracy": accuracy,
+        "dataset_auc": per_dataset,
     }
 
 
@@ -353,7 +377,8 @@ def markdown_report(metrics: dict) -> str:
     lines = [
         f"# Interceptor evaluation: {metrics['name']} / {metrics['split']}", "",
         f"{metrics['videos']} videos ({metrics['real_videos']} real, {metrics['fake_videos']} fake), "
-        f"{metrics['clips']} clips from {metrics['shards']} shard(s) of `{metrics['shard_dir']}`. "
+        f"{metrics['clips']} clips from {metrics['shards']} shard(s) of "
+        + ", ".join(f"`{d}`" for d in metrics["shard_dirs"]) + ". "
         f"Ensemble fitted on the `{ens['fitted_on']}` split; clips -> video: `{ens['aggregation']['strategy']}`.", "",
         f"**Ensemble:** video AUC {_f(e['video_auc'])}, frame AUC {_f(e['frame_auc'])}, log loss {_f(e['log_loss'])} "
         f"(uncalibrated {_f(e['log_loss_uncalibrated'])}), EER {_f(e['eer'])}, accuracy real/fake "
@@ -372,6 +397,10 @@ def markdown_report(metrics: dict) -> str:
     lines += ["| model | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
     for name, row in metrics["family_auc"].items():
         lines.append(f"| {name} | " + " | ".join(_f(row[f]) for f in fams) + " |")
+    if metrics.get("dataset_auc"):
+        ds = metrics["datasets"]
+        lines += ["", "Video AUC per dataset:", "", "| model | " + " | ".join(ds) + " |", "|---|" + "---|" * len(ds)]
+        lines += [f"| {name} | " + " | ".join(_f(row[d]) for d in ds) + " |" for name, row in metrics["dataset_auc"].items()]
     lines += ["", "Ensemble accuracy (threshold 0.5) per class and family: "
               + ", ".join(f"{f} {_f(d['acc'])} ({d['videos']} videos)" for f, d in metrics["family_accuracy"].items()), "",
               "## Ensemble", "",
@@ -436,17 +465,20 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         members = members_of(saved, storage)
     fmt = check_members(members)
     _log("members: " + ", ".join(f"{m.specialist}/{m.stage}" for m in members))
-    folder = shard_folder(cfg, chain, members)
-    fit_files = list_complete_shards(folder, split=cfg.fit_split) if cfg.fit else []
-    eval_files = list_complete_shards(folder, split=cfg.split) if cfg.evaluate else []
-    for what, files, split in (("fit", fit_files, cfg.fit_split), ("evaluate", eval_files, cfg.split)):
-        if (cfg.fit if what == "fit" else cfg.evaluate) and not files:
-            raise ConfigError(f"{folder} has no complete {split} shards to {what} on")
+    folders = shard_folders(cfg, chain, members)
+    fit_files, eval_files = [], []
+    for folder in folders:
+        for what, files, split, wanted in (("fit", fit_files, cfg.fit_split, cfg.fit),
+                                           ("evaluate", eval_files, cfg.split, cfg.evaluate)):
+            found = list_complete_shards(folder, split=split) if wanted else []
+            if wanted and not found:
+                raise ConfigError(f"{folder} has no complete {split} shards to {what} on")
+            files += found
     files = list(dict.fromkeys([*fit_files, *eval_files]))
     shapes, kinds = shard_format(files)
     want = (fmt["num_frames"], fmt["image_size"])
     if shapes != {want}:
-        raise ConfigError(f"{folder} holds clips of (frames, size) {sorted(shapes)} but the checkpoints read {want}")
+        raise ConfigError(f"the shards hold clips of (frames, size) {sorted(shapes)} but the checkpoints read {want}")
     notes = preprocessing_notes(members, kinds)
     for n in notes:
         _log(f"note: {n}")
@@ -457,7 +489,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from ray_jobs.scoring import score_shards
 
     init_ray(cfg.address, cfg.ray_num_cpus)
-    _log(f"scoring {len(files)} shard(s) of {folder} with {len(members)} specialist(s)")
+    _log(f"scoring {len(files)} shard(s) of {', '.join(map(str, folders))} with {len(members)} specialist(s)")
     cols = score_shards(storage, {m.specialist: m.parts for m in members}, [str(f) for f in files],
                         batch_size=cfg.batch_size, num_cpus=cfg.num_cpus, num_gpus=1.0 if cfg.use_gpu else 0.0,
                         apply_preprocessing=True, progress=Progress("scored"))
@@ -469,7 +501,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         fit = video_scores(cols, keys, agg, split_col == cfg.fit_split)
         ens = fit_ensemble(fit.video_probs, fit.video_labels, keys, aggregation=agg, clip=cfg.clip, extra={
             "checkpoints": {m.specialist: m.record() for m in members},
-            "clips": clip_record(folder), "shard_dir": str(folder.resolve()), "fitted_on": cfg.fit_split,
+            "clips": clip_record(folders[-1]), "shard_dirs": [str(f.resolve()) for f in folders],
+            "fitted_on": cfg.fit_split,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         storage.write_json(ens.to_dict(), *ensemble_parts(cfg.name))
         _log(f"fitted on {len(fit.videos)} {cfg.fit_split} videos: weights "
@@ -484,7 +517,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         return {"ensemble_config": ens.to_dict(), "seconds": time.perf_counter() - start}
 
     scores = video_scores(cols, ens.specialists, ens.aggregation, split_col == cfg.split)
-    metrics = {"name": cfg.name, "split": cfg.split, "shard_dir": str(folder), "shards": len(eval_files),
+    metrics = {"name": cfg.name, "split": cfg.split, "shard_dirs": [str(f) for f in folders], "shards": len(eval_files),
                **compute_metrics(ens, scores),
                "ensemble_config": {**ens.to_dict(), "checkpoints": ens.extra.get("checkpoints", {}),
                                    "fitted_on": ens.extra.get("fitted_on")},
@@ -509,8 +542,15 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def run_for_demo(tc: TrainConfig, out: str | Path) -> dict[str, Any]:
-    """``interceptor demo``'s step: fit on val and evaluate on test the run of ``tc``; a summary."""
-    m = run(EvaluateConfig.from_train_config(tc, out=str(out)))
+    """``interceptor demo``'s step: fit on val and evaluate on test the run of ``tc``; a summary.
+
+    The synthetic benchmark's three layouts come from one generator (one domain), and at demo size
+    the final stage's validation split holds a handful of videos, so the demo pools the val (fit)
+    and test (report) splits of every dataset it prepared; each checkpoint still sees its own
+    stage filter (derived from the ``resize`` / ``clahe`` crops)."""
+    chain = StageChain.load(tc.stages_file)
+    datasets = [d for d in dict.fromkeys(s.dataset for s in chain.stages) if d in tc.shards]
+    m = run(EvaluateConfig.from_train_config(tc, out=str(out), datasets=datasets))
     return {"report": m["report"], "video_auc": m["ensemble"]["video_auc"], "frame_auc": m["ensemble"]["frame_auc"],
             "log_loss": m["ensemble"]["log_loss"], "log_loss_uncalibrated": m["ensemble"]["log_loss_uncalibrated"],
             "specialist_video_auc": {k: m["models"][k]["video_auc"] for k in m["ensemble_config"]["specialists"]},
@@ -529,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--s3-endpoint", help="custom S3 endpoint, e.g. http://127.0.0.1:9000")
     ap.add_argument("--name", help="experiment name")
     ap.add_argument("--shards", dest="shard_dir", help="shard folder (default: the final stage's dataset's)")
+    ap.add_argument("--datasets", nargs="+", help="pool these datasets' shards (from the config's shards)")
     ap.add_argument("--specialists", nargs="+", help="specialists to combine (default: all with a checkpoint)")
     ap.add_argument("--split", choices=["train", "val", "test"], help="split to evaluate (default: test)")
     ap.add_argument("--fit-split", choices=["train", "val"], help="split to fit the ensemble on (default: val)")
@@ -552,7 +593,7 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     else:
         cfg = EvaluateConfig()
     data = to_dict(cfg)
-    for flag in ("storage_path", "s3_endpoint", "name", "shard_dir", "specialists", "split", "fit_split",
+    for flag in ("storage_path", "s3_endpoint", "name", "shard_dir", "datasets", "specialists", "split", "fit_split",
                  "aggregation", "out", "address"):
         value = getattr(args, flag)
         if value is not None:

@@ -23,12 +23,15 @@ clip probabilities into one video probability per specialist:
 combination alone); ``T`` (temperature) and ``b`` (bias) are its calibration. All of ``w``, ``T``
 and ``b`` are fitted together on the validation split by minimising log loss with torch's L-BFGS
 (``w = softmax(u)``, ``a = exp(log_a)``: an unconstrained problem), which is logistic-regression
-stacking with non-negative weights: a specialist can be ignored but never inverted. To keep a
-small or separable validation set from producing infinite confidence, the targets are Platt's
-(1999) smoothed labels ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` and a tiny ridge penalty
-keeps the parameters finite. The setting ``a = 1, b = 0`` is in the search space, so on the
-validation data the calibrated ensemble's (smoothed-label) log loss is never above the
-uncalibrated one's, up to the tiny ridge.
+stacking with non-negative weights: a specialist can be ignored but never inverted.
+
+Validation sets can be small (a handful of videos at demo scale), so the fit is regularised the
+Bayesian way, with a strength that fades as data grows: the targets are Platt's (1999) smoothed
+labels ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` (no infinite confidence on separable data),
+and Gaussian priors pull ``u`` towards equal weights (std 2), ``log a`` towards no temperature
+change (std 1) and ``b`` towards no bias (std 2); the objective is the mean log loss plus the
+negative log prior divided by the number of videos N. With two validation videos the ensemble
+stays close to the equal-weight, uncalibrated pool; with hundreds the data decides.
 
 **Clipping.** Final probabilities are clipped to ``[clip, 1 - clip]`` (default 0.005): log loss
 (DFDC's metric) punishes a confident mistake without bound, and a clipped one costs at most
@@ -357,8 +360,8 @@ def platt_targets(labels: np.ndarray) -> np.ndarray:
 
 def fit_ensemble(probs: np.ndarray | Mapping[str, Sequence[float]], labels: Sequence[int] | np.ndarray,
                  specialists: Sequence[str] | None = None, *, aggregation: AggregationConfig | None = None,
-                 clip: float = DEFAULT_CLIP, ridge: float = 1e-3, max_iter: int = 200,
-                 extra: dict[str, Any] | None = None) -> Ensemble:
+                 clip: float = DEFAULT_CLIP, weight_prior_std: float = 2.0, temperature_prior_std: float = 1.0,
+                 bias_prior_std: float = 2.0, max_iter: int = 200, extra: dict[str, Any] | None = None) -> Ensemble:
     """Fit weights, temperature and bias on validation *video* probabilities.
 
     Args:
@@ -368,7 +371,9 @@ def fit_ensemble(probs: np.ndarray | Mapping[str, Sequence[float]], labels: Sequ
         specialists: column keys (taken from the mapping when ``probs`` is one).
         aggregation: how these video probabilities were aggregated (recorded, applied at prediction).
         clip: output probability clipping.
-        ridge: weight of the tiny L2 penalty on the raw parameters (``u``, ``log a``, ``b``).
+        weight_prior_std: std of the Gaussian prior on the weight logits ``u`` (towards equal weights).
+        temperature_prior_std: std of the prior on ``log a = -log T`` (towards ``T = 1``).
+        bias_prior_std: std of the prior on the bias (towards 0).
         max_iter: L-BFGS iterations.
         extra: records saved with the ensemble.
     """
@@ -403,7 +408,9 @@ def fit_ensemble(probs: np.ndarray | Mapping[str, Sequence[float]], labels: Sequ
     def objective() -> torch.Tensor:
         s = log_a.exp() * (z @ torch.softmax(u, 0)) + b
         nll = torch.nn.functional.binary_cross_entropy_with_logits(s, t)
-        return nll + ridge * (u.square().sum() + log_a.square().sum() + b.square().sum()) / 2
+        prior = (u.square().sum() / weight_prior_std ** 2 + log_a.square().sum() / temperature_prior_std ** 2
+                 + b.square().sum() / bias_prior_std ** 2)
+        return nll + prior / (2 * len(y))
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

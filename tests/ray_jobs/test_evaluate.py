@@ -53,14 +53,15 @@ def mix(n: int, fakes) -> list[str]:
     return ["real" if i % 2 == 0 else fakes[(i // 2) % len(fakes)] for i in range(n)]
 
 
-def write_split(folder, split: str, n_videos: int, seed: int, clips: int = 2, preprocessing: str = "resize"):
+def write_split(folder, split: str, n_videos: int, seed: int, clips: int = 2, preprocessing: str = "resize",
+                dataset: str = "ffpp"):
     families = mix(n_videos, FAMILIES)
     data = family_clips([f for f in families for _ in range(clips)], seed)
     frames = (data["frames"].permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8)
     rows, ids = [], []
     for v, fam in enumerate(families):
         vid = f"{split}/{v:03d}.mp4"
-        manifest = {"video_id": vid, "path": f"/synthetic/{vid}", "dataset": "ffpp", "label": int(fam != "real"),
+        manifest = {"video_id": vid, "path": f"/synthetic/{vid}", "dataset": dataset, "label": int(fam != "real"),
                     "method": fam, "group": f"{split}{v}", "split": split, "chunk": 0}
         for c in range(clips):
             clip = frames[v * clips + c]
@@ -68,7 +69,7 @@ def write_split(folder, split: str, n_videos: int, seed: int, clips: int = 2, pr
                 clip = apply_filter(clip, preprocessing)
             rows.append(make_row(manifest, c, clip, None, [0, 0, SIZE, SIZE], preprocessing))
         ids.append(vid)
-    return write_shard(folder / shard_name("ffpp", split, ids), rows)
+    return write_shard(folder / shard_name(dataset, split, ids), rows)
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +130,16 @@ def test_fit_on_val_then_evaluate_on_test(trained, ray_local, capsys):
     assert (root / "runs" / NAME / "ensemble" / "ensemble.json").is_file()
     assert saved.fit.videos == 40 and saved.fit.log_loss_calibrated <= saved.fit.log_loss_uncalibrated + 1e-3
 
-    # reuse the saved ensemble (no refit) on another split
-    rc = main(["--storage-path", storage.uri, "--name", NAME, "--shards", str(shards), "--out", str(root / "val"),
-               "--no-fit", "--split", "val"])
+    # reuse the saved ensemble (no refit) on the val splits of two datasets pooled; the same video
+    # ids in both datasets stay apart
+    other = root / "shards-celebdf"
+    write_split(other, "val", 40, seed=12, preprocessing="clahe", dataset="celebdf")
+    rc = main(["--storage-path", storage.uri, "--name", NAME, "--out", str(root / "val"), "--no-fit", "--split", "val",
+               "--datasets", "ffpp", "celebdf", "--set", f"shards.ffpp={shards}", "--set", f"shards.celebdf={other}"])
     assert rc == 0
-    assert json.loads((root / "val" / "metrics.json").read_text())["videos"] == 40
+    pooled = json.loads((root / "val" / "metrics.json").read_text())
+    assert pooled["videos"] == 80 and pooled["datasets"] == ["celebdf", "ffpp"]
+    assert set(pooled["dataset_auc"]["ensemble"]) == {"celebdf", "ffpp"}
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):

@@ -146,3 +146,20 @@ def test_score_clips_aggregates_each_specialist_then_combines():
     assert per == pytest.approx({"a": 0.7, "b": 0.2})
     expected = _sigmoid((0.5 * to_logits(0.7) + 0.5 * to_logits(0.2)) / 2.0 + 0.1)
     assert prob == pytest.approx(expected)
+
+
+def test_priors_keep_a_tiny_validation_set_near_the_equal_weight_pool():
+    def data(n, seed):
+        p, y = _videos(n, seed=seed, scales=(1.0, 3.0))
+        noise = _sigmoid(2 * np.random.default_rng(seed + 100).standard_normal(n))  # unrelated to y
+        return np.column_stack([p[:, 0], noise, p[:, 1]]), y
+
+    keys = ["a", "noise", "c"]
+    small = fit_ensemble(*data(2, 7), keys)
+    flat = fit_ensemble(*data(2, 7), keys, weight_prior_std=1e6, temperature_prior_std=1e6, bias_prior_std=1e6)
+    assert max(abs(w - 1 / 3) for w in small.weights) < 0.15
+    # the priors pull towards the neutral pool: equal weights, T = 1, no bias
+    assert abs(np.log(small.temperature)) < abs(np.log(flat.temperature))
+    assert abs(small.bias) < abs(flat.bias)
+    big = fit_ensemble(*data(2000, 8), ["a", "noise", "c"])
+    assert big.weights[1] < 0.05  # with data, the uninformative specialist is dropped
