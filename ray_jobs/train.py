@@ -437,6 +437,8 @@ def export_final(result, job: Job, cfg: TrainConfig, storage: Storage) -> dict:
 
 
 def score_test(job: Job, cfg: TrainConfig, storage: Storage) -> dict:
+    import pandas as pd
+
     from ray_jobs.scoring import score_shards
     from specialists import metrics as M
 
@@ -445,7 +447,12 @@ def score_test(job: Job, cfg: TrainConfig, storage: Storage) -> dict:
     scored = score_shards(storage, {job.specialist: final_parts(cfg.name, job.specialist, job.recipe.name)},
                           job.test_files, batch_size=cfg.val_batch_size, num_cpus=cfg.cpus_per_worker,
                           num_gpus=cfg.gpus_per_worker if cfg.use_gpu else 0.0)
-    return M.summary(scored[f"prob_{job.specialist}"], scored["label"], prefix="test_")
+    probs, labels = scored[f"prob_{job.specialist}"], scored["label"]
+    out = M.summary(probs, labels, prefix="test_")
+    # video level: the mean of a video's clip probabilities (how videos are scored in the field)
+    videos = pd.DataFrame({"video": scored["video_id"], "p": probs, "y": labels}).groupby("video").mean()
+    out.update(M.summary(videos["p"].to_numpy(), videos["y"].to_numpy(), prefix="test_video_"))
+    return out
 
 
 def run_job(job: Job, cfg: TrainConfig, storage: Storage, callbacks: list | None = None) -> dict:
@@ -502,14 +509,15 @@ def collect_reports(storage: Storage, cfg: TrainConfig, planned) -> list[dict]:
 
 
 def format_report(rows: list[dict]) -> str:
-    head = "| specialist | stage | epoch | val AUC | val log loss | test AUC | test log loss | test acc real/fake |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| specialist | stage | epoch | val AUC | val log loss | test clip AUC | test video AUC | "
+            "test log loss | test acc real/fake |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         def f(k, fmt="{:.3f}"):
             v = r.get(k)
             return fmt.format(v) if isinstance(v, (int, float)) else "-"
         lines.append(f"| {r['specialist']} | {r['stage']} | {r.get('selected_epoch', '-')} | {f('val_auc')} | "
-                     f"{f('val_log_loss')} | {f('test_auc')} | {f('test_log_loss')} | "
+                     f"{f('val_log_loss')} | {f('test_auc')} | {f('test_video_auc')} | {f('test_log_loss')} | "
                      f"{f('test_acc_real')}/{f('test_acc_fake')} |")
     return "\n".join(lines)
 
