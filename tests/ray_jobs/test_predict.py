@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from data_pipeline import synthetic
-from ray_jobs.checkpoints import CheckpointError, build_payload, save_checkpoint
+from ray_jobs.checkpoints import CheckpointError, build_payload, model_from_checkpoint, save_checkpoint
 from ray_jobs.config import StageChain
-from ray_jobs.predict import (Interceptor, check_members, discover_members, ensemble_parts, main, members_of,
-                              read_member)
+from ray_jobs.predict import (Interceptor, check_members, discover_members, ensemble_parts, load_ensemble, main,
+                              members_of, read_member)
 from ray_jobs.runner import SpecialistRunner
 from ray_jobs.storage import COMPLETE_FILE, Storage
 from ray_jobs.train import final_parts
@@ -52,14 +52,11 @@ def runs(tmp_path_factory):
     check_members(members)
     # fit on the models' own scores of held-out learnable clips (what evaluate does with shards)
     held = learnable_clips(64, seed=2)
-    interceptor_models = {m.specialist: m for m in members}
-    from ray_jobs.checkpoints import model_from_checkpoint
-
     probs = {}
     with torch.no_grad():
-        for key, m in interceptor_models.items():
+        for m in members:
             model = model_from_checkpoint(storage.path(*m.parts)).eval()
-            probs[key] = torch.softmax(model(held["frames"], held["audio"], held["has_audio"]), 1)[:, 1].numpy()
+            probs[m.specialist] = torch.softmax(model(held["frames"], held["audio"], held["has_audio"]), 1)[:, 1].numpy()
     ens = fit_ensemble(probs, held["label"].numpy(),
                        extra={"checkpoints": {m.specialist: m.record() for m in members},
                               "clips": {"clips_per_video": 4, "margin": 0.3, "detector": "haar"}})
@@ -163,7 +160,7 @@ def test_a_retrained_checkpoint_needs_a_refit(runs, tmp_path):
 
     copy = Storage(str(tmp_path / "runs"))
     shutil.copytree(runs.uri, copy.uri)
-    ens_members = members_of(__import__("ray_jobs.predict", fromlist=["load_ensemble"]).load_ensemble(copy, NAME), copy)
+    ens_members = members_of(load_ensemble(copy, NAME), copy)
     assert {m.specialist for m in ens_members} == {"cm", "tm", "av"}
     write_member(copy, "cm", "ffpp", seed=5)  # the same place, a new checkpoint
     with pytest.raises(CheckpointError, match="changed since the ensemble was fitted"):
