@@ -1262,7 +1262,9 @@ def generate(root: str | os.PathLike, cfg: SynthConfig | None = None,
             say(f"  {done}/{n_videos} videos written ({time.time() - t_start:.1f} s)")
 
     if cfg.workers > 1 and len(jobs) > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # spawn, not fork: forking a process whose thread pools (OpenMP, OpenCV, torch) are running
+        # can deadlock the children (seen when the generator runs inside a test or Ray process)
+        ctx = mp.get_context("spawn")
         with ctx.Pool(cfg.workers) as pool:
             for i, result in enumerate(pool.imap(_run_task, jobs, chunksize=1)):
                 collect(i, result)
