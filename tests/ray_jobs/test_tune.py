@@ -214,7 +214,6 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_head, worksp
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert f"[tune] {KEY}: resuming the sweep" in out.stdout
-    assert f"[tune] trial {first_id}: " in out.stdout  # its results still count for ASHA's cutoffs
     assert _snapshot(done.parent) == before  # the finished trial was neither retrained nor rewritten
     trials = read_trials(folder)
     ids = {t["trial_id"] for t in trials}
