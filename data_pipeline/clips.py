@@ -1,7 +1,7 @@
 """Video -> clip rows: the single function shared by preparation (Ray Data) and inference.
 
 :func:`extract_clips` decodes evenly spread clips of a video (:func:`.video.decode_clips`),
-finds one stable face box per clip (:func:`.faces.clip_box`; a clip without a detection borrows
+finds one stable face box per clip (:func:`.faces.track_video`; a clip without a detection borrows
 the box of the nearest clip that has one), crops a square with a margin, resizes it to the stage
 size S, applies the stage filter (:func:`.filters.apply_filter`) and returns one row per clip in
 the shard schema (:func:`.shards.make_row`). An unusable video raises :class:`SkipVideo` with a
@@ -13,12 +13,15 @@ Nothing here imports Ray.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
-from .faces import FaceDetector, clip_box, create_detector, crop_face, fill_missing
+from .faces import FaceDetector, create_detector, crop_face, fill_missing, track_video
 from .filters import Preprocessing, apply_filter, parse_preprocessing
-from .shards import make_row
+from .shards import make_row, write_shard
 from .sources.manifest import ManifestRow
 from .video import AudioConfig, VideoError, decode_clips
 
@@ -60,7 +63,7 @@ class ClipConfig:
     preprocessing: Preprocessing = Preprocessing.RESIZE
     detector: str = "haar"
     detector_options: dict[str, Any] = field(default_factory=dict)
-    probes: int = 3
+    probes: int = 1
     audio: AudioConfig | None = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:
@@ -115,10 +118,10 @@ def extract_clips_with_notes(
         decoded = decode_clips(row.path, cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
     except VideoError as exc:
         raise SkipVideo(exc.reason, exc.detail) from None
-    found = [clip_box(frames, detector, cfg.probes) for frames in decoded.frames]
+    found = track_video(decoded.frames, detector, cfg.probes, fill=False)
     boxes = fill_missing(found)
     if all(b is None for b in boxes):
-        raise SkipVideo("no face", f"no face in {len(found)} clip(s)")
+        raise SkipVideo("no face", f"no face in {len(boxes)} clip(s)")
     notes: list[str] = []
     if cfg.audio is not None and not decoded.info.has_audio:
         notes.append(NOTE_NO_AUDIO)
@@ -148,3 +151,80 @@ def extract_clips(row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | No
         SkipVideo: the video gives no clip (missing, unreadable, too short, no face).
     """
     return extract_clips_with_notes(row, cfg, detector).rows
+
+
+# --------------------------------------------------------------------------- one shard (a Ray Data task)
+
+_DETECTORS: dict[str, FaceDetector] = {}
+
+
+def cached_detector(cfg: ClipConfig) -> FaceDetector:
+    """The calling process's detector for ``cfg`` (built once per process and settings)."""
+    key = json.dumps([cfg.detector, cfg.detector_options], sort_keys=True, default=str)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = cfg.make_detector()
+    return _DETECTORS[key]
+
+
+def video_status(
+    row: ManifestRow, status: str, clips: int = 0, reason: str = "", detail: str = "", notes: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The per-video status record of a preparation run (stored in the shard's metadata)."""
+    return {
+        "video_id": row.video_id,
+        "path": row.path,
+        "split": row.split,
+        "chunk": row.chunk,
+        "label": row.label,
+        "method": row.method,
+        "status": status,
+        "clips": clips,
+        "reason": reason,
+        "detail": detail,
+        "notes": "; ".join(notes),
+    }
+
+
+def process_shard(
+    name: str, rows: list[ManifestRow], out_dir: Path, cfg: ClipConfig, metadata: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Make one shard: the clips of every video of ``rows``, written atomically as ``out_dir/name``.
+
+    Returns one status per video, also stored in the shard's metadata (``status``) next to
+    ``metadata``. A video that cannot be used gets a ``skipped`` status with its reason; an
+    unexpected error on one video is reported the same way (reason ``"error"``) and does not
+    stop the others. The shard is written even when every video was skipped (zero rows), so a
+    rerun knows the batch is done.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+    detector = cached_detector(cfg)
+    clip_rows: list[dict[str, Any]] = []
+    statuses = []
+    for row in rows:
+        try:
+            result = extract_clips_with_notes(row, cfg, detector)
+        except SkipVideo as exc:
+            statuses.append(video_status(row, "skipped", reason=exc.reason, detail=exc.detail))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
+            text = str(exc).strip()
+            detail = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            statuses.append(video_status(row, "skipped", reason="error", detail=detail))
+            continue
+        clip_rows += result.rows
+        statuses.append(video_status(row, "ok", clips=len(result.rows), notes=result.notes))
+    write_shard(Path(out_dir) / name, clip_rows, {**(metadata or {}), "status": statuses})
+    return statuses
+
+
+def shard_task(item: Mapping[str, Any], out_dir: str, clip: Mapping[str, Any], fingerprint: str) -> list[dict[str, Any]]:
+    """Ray Data ``flat_map`` function of the preparation job: one batch -> per-video status rows.
+
+    ``item`` is ``{"shard": file name, "videos": JSON list of manifest rows}``. It lives here,
+    not in ``ray_jobs.prepare``, so Ray workers import only this light module (no torch).
+    """
+    rows = [ManifestRow.from_dict(r) for r in json.loads(item["videos"])]
+    statuses = process_shard(item["shard"], rows, Path(out_dir), ClipConfig.from_dict(clip), {"config": fingerprint})
+    return [{**s, "shard": item["shard"], "shard_videos": len(rows)} for s in statuses]

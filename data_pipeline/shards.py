@@ -79,6 +79,7 @@ SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 assert COLUMNS[: len(MANIFEST_FIELDS)] == MANIFEST_FIELDS
+_SMALL_COLUMNS = [c for c in COLUMNS if c not in ("frames", "audio")]
 
 _SHARD_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-(?P<split>[a-z]+)(?:-c(?P<chunk>\d+))?-(?P<digest>[0-9a-f]{16})\.parquet$")
 
@@ -179,8 +180,9 @@ def parse_shard_name(name: str) -> dict[str, Any] | None:
 def write_shard(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``rows`` as one Parquet shard at ``path``, atomically.
 
-    The data go to ``<path>.tmp`` (flushed to disk) and are then renamed onto ``path`` with
-    :func:`os.replace`, so ``path`` either does not exist or is complete. ``metadata`` values
+    The data go to ``<path>.tmp``, which is then renamed onto ``path`` with :func:`os.replace`
+    (atomic on POSIX filesystems), so ``path`` either does not exist or is complete, whenever the
+    writing process dies. (No fsync: surviving a power cut is left to the filesystem.) ``metadata`` values
     are stored JSON-encoded under ``interceptor.<key>`` in the file's key-value metadata.
     An empty ``rows`` writes a valid zero-row shard (a batch whose videos were all skipped is
     still finished).
@@ -199,9 +201,15 @@ def write_shard(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
         raise ShardError(f"rows do not match the shard schema: missing values in {', '.join(nulls)}")
     tmp = dest.with_name(dest.name + TMP_SUFFIX)
     try:
-        pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=1,
+            row_group_size=ROW_GROUP_ROWS,
+            use_dictionary=_SMALL_COLUMNS,  # no dictionary / statistics over the pixel and audio blobs
+            write_statistics=_SMALL_COLUMNS,
+        )
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

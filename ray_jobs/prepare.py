@@ -5,7 +5,7 @@ Pipeline::
     read_manifest (FF++ / Celeb-DF / DFDC layout)
       -> batches of ``videos_per_shard`` videos per (split, chunk), sorted by video id
       -> drop batches whose shard already exists (resume)
-      -> ray.data.from_items(batches).flat_map(process_batch)   # one task per shard:
+      -> ray.data.from_items(batches).flat_map(clips.shard_task)   # one task per shard:
              decode -> detect -> crop -> filter -> write ONE shard atomically -> per-video status
       -> stream the statuses (progress)  ->  summary.json + a one-line summary
 
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from data_pipeline.clips import ClipConfig, SkipVideo, extract_clips_with_notes
-from data_pipeline.faces import DetectorError, FaceDetector
+from data_pipeline.clips import ClipConfig, shard_task
+from data_pipeline.faces import DetectorError
 from data_pipeline.filters import Preprocessing
-from data_pipeline.shards import list_complete_shards, remove_partial, shard_metadata, shard_name, write_shard
+from data_pipeline.shards import list_complete_shards, remove_partial, shard_metadata, shard_name
 from data_pipeline.sources import Dataset, ManifestError, ManifestRow, read_manifest
 from data_pipeline.video import AudioConfig
 from ray_jobs.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
@@ -88,7 +88,7 @@ class PrepareConfig:
     """Face detector name (``haar``, ``yunet`` with ``detector_options.model_path``, ``mtcnn``)."""
     detector_options: dict[str, Any] = field(default_factory=dict)
     """Options of the face detector (e.g. ``max_side``)."""
-    probes: int = 3
+    probes: int = 1
     """Frames per clip the detector runs on."""
     audio: bool = True
     """Cut a log-mel window per clip where the video has audio."""
@@ -186,71 +186,6 @@ def plan_shards(rows: Iterable[ManifestRow], dataset: str, videos_per_shard: int
             name = shard_name(dataset, split, [r.video_id for r in batch], chunk if dataset == Dataset.DFDC.value else None)
             plans.append(ShardPlan(name, split, chunk, batch))
     return plans
-
-
-# --------------------------------------------------------------------------- the Ray task
-
-_DETECTORS: dict[str, FaceDetector] = {}
-
-
-def _detector(clip: ClipConfig) -> FaceDetector:
-    """The worker process's detector for ``clip`` (built once per process)."""
-    key = json.dumps([clip.detector, clip.detector_options], sort_keys=True, default=str)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = clip.make_detector()
-    return _DETECTORS[key]
-
-
-def _status(row: ManifestRow, status: str, clips: int = 0, reason: str = "", detail: str = "", notes: Iterable[str] = ()) -> dict[str, Any]:
-    return {
-        "video_id": row.video_id,
-        "path": row.path,
-        "split": row.split,
-        "chunk": row.chunk,
-        "label": row.label,
-        "method": row.method,
-        "status": status,
-        "clips": clips,
-        "reason": reason,
-        "detail": detail,
-        "notes": "; ".join(notes),
-    }
-
-
-def process_shard(name: str, rows: list[ManifestRow], out_dir: Path, clip: ClipConfig, fingerprint: str) -> list[dict[str, Any]]:
-    """Make one shard: clips of every video of the batch, written atomically as ``out_dir/name``.
-
-    Returns one status dict per video (also stored in the shard's metadata). A video that
-    cannot be used is a ``skipped`` status with its reason; an unexpected error on one video is
-    reported the same way (reason ``"error"``) and does not stop the others.
-    """
-    import cv2
-
-    cv2.setNumThreads(1)
-    detector = _detector(clip)
-    clip_rows: list[dict[str, Any]] = []
-    statuses = []
-    for row in rows:
-        try:
-            result = extract_clips_with_notes(row, clip, detector)
-        except SkipVideo as exc:
-            statuses.append(_status(row, "skipped", reason=exc.reason, detail=exc.detail))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-            detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            statuses.append(_status(row, "skipped", reason="error", detail=detail))
-            continue
-        clip_rows += result.rows
-        statuses.append(_status(row, "ok", clips=len(result.rows), notes=result.notes))
-    write_shard(out_dir / name, clip_rows, {"status": statuses, "config": fingerprint})
-    return statuses
-
-
-def _task(item: dict[str, Any], out_dir: str, clip: dict[str, Any], fingerprint: str) -> list[dict[str, Any]]:
-    """Ray Data ``flat_map`` function: one batch item -> per-video status rows."""
-    rows = [ManifestRow.from_dict(r) for r in json.loads(item["videos"])]
-    statuses = process_shard(item["shard"], rows, Path(out_dir), ClipConfig.from_dict(clip), fingerprint)
-    return [{**s, "shard": item["shard"], "shard_videos": len(rows)} for s in statuses]
 
 
 # --------------------------------------------------------------------------- the job
@@ -407,7 +342,7 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: Path, fingerprint: 
     ctx.enable_progress_bars = sys.stderr.isatty()
     items = [{"shard": p.name, "videos": json.dumps([r.to_dict() for r in p.rows])} for p in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
-        _task,
+        shard_task,
         fn_kwargs={"out_dir": str(out), "clip": cfg.clip_config().to_dict(), "fingerprint": fingerprint},
         num_cpus=1,
     )

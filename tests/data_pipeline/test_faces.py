@@ -21,6 +21,7 @@ from data_pipeline.faces import (
     crop_square,
     fill_missing,
     register_detector,
+    track_video,
 )
 from data_pipeline.sources import read_manifest
 from data_pipeline.video import decode_clips
@@ -37,7 +38,7 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_detector_finds_synthetic_faces(tiny_benchmark: Path) -> None:
     """>= 95% of sampled frames get a box with IoU >= 0.5 vs the truth, over every family and
-    every layout, with the box the pipeline uses (one per clip, gaps filled from neighbours)."""
+    every layout, with the box the pipeline uses (tracked, one per clip, gaps filled)."""
     detector = create_detector("haar")
     hits = total = 0
     per_family: dict[str, list[int]] = {}
@@ -45,7 +46,7 @@ def test_detector_finds_synthetic_faces(tiny_benchmark: Path) -> None:
         truth = json.loads((tiny_benchmark / ds / "synthetic_truth.json").read_text())
         for row in read_manifest(ds, tiny_benchmark / ds):
             decoded = decode_clips(row.path, clip_len=4, clips_per_video=8, stride=1, audio=None)
-            boxes = fill_missing([clip_box(f, detector) for f in decoded.frames])
+            boxes = track_video(decoded.frames, detector)
             fam = per_family.setdefault(truth[row.video_id]["family"], [0, 0])
             for idx, box in zip(decoded.indices, boxes):
                 for i in idx:
@@ -163,3 +164,25 @@ def test_box_geometry() -> None:
     assert a.iou(Box(20, 20, 30, 30)) == 0.0
     assert a.scaled(2).as_list() == [0, 0, 20, 20]
     assert a.center == (5, 5) and a.area == 100
+
+
+def test_detect_near_and_tracking_match_full_search(tiny_benchmark: Path) -> None:
+    truth = json.loads((tiny_benchmark / "dfdc" / "synthetic_truth.json").read_text())
+    vid = next(k for k, v in sorted(truth.items()) if v["family"] == "real")
+    decoded = decode_clips(tiny_benchmark / "dfdc" / vid, 4, 6, 1, None)
+    det = create_detector("haar")
+    full = [clip_box(f, det) for f in decoded.frames]
+    tracked = track_video(decoded.frames, det, probes=1)
+    assert all(b is not None for b in full + tracked)
+    assert all(a.iou(b) > 0.6 for a, b in zip(full, tracked))
+    frame = decoded.frames[1][0]
+    near = det.detect_near(frame, full[0])
+    assert near and near[0].iou(full[1]) > 0.6
+    assert det.detect_near(frame, Box(0, 0, 4, 4)) == []  # far too small a region
+    assert track_video([np.zeros((4, 64, 64, 3), np.uint8)] * 3, det) == [None, None, None]
+
+
+def test_tracking_without_detect_near_uses_full_search() -> None:
+    det = Scripted([[Box(10, 10, 30, 30)], [Box(11, 10, 31, 30)]])
+    assert track_video([np.zeros((4, 64, 64, 3), np.uint8)] * 2, det) == [Box(10, 10, 30, 30), Box(11, 10, 31, 30)]
+    assert det.calls == 2
