@@ -192,13 +192,15 @@ def plan_shards(rows: Iterable[ManifestRow], dataset: str, videos_per_shard: int
 
 
 def _fingerprint(cfg: PrepareConfig, root: Path) -> dict[str, Any]:
-    """What determines shard contents: refusing to mix different ones in one folder."""
+    """What determines shard contents and names: one folder never mixes two of them (splits and
+    DFDC chunks may be prepared into it in several runs: their batches do not depend on each other)."""
     return {
         "dataset": cfg.dataset,
         "root": str(root),
         "reader": to_dict(cfg.reader),
         "clip": cfg.clip_config().to_dict(),
         "videos_per_shard": cfg.videos_per_shard,
+        "max_videos": cfg.max_videos,  # changes how videos are batched into shards
     }
 
 
@@ -250,11 +252,14 @@ def select_rows(rows: Iterable[ManifestRow], cfg: PrepareConfig) -> list[Manifes
     return kept
 
 
-def build_summary(cfg: PrepareConfig, root: Path, out: Path, plans: list[ShardPlan], issues: list[dict[str, str]]) -> dict[str, Any]:
-    """``summary.json`` content, rebuilt from the statuses stored in every planned shard."""
+def build_summary(cfg: PrepareConfig, root: Path, out: Path, issues: list[dict[str, str]]) -> dict[str, Any]:
+    """``summary.json`` content, rebuilt from the statuses stored in every complete shard of
+    ``out`` (so it describes the folder's shards, whichever runs made them) plus the reader's
+    ``issues`` (videos that could not be placed in a split)."""
+    shards = list_complete_shards(out, dataset=cfg.dataset)
     statuses: list[dict[str, Any]] = []
-    for plan in plans:
-        statuses += shard_metadata(out / plan.name).get("status", [])
+    for path in shards:
+        statuses += shard_metadata(path).get("status", [])
     ok = [s for s in statuses if s["status"] == "ok"]
     skipped = [s for s in statuses if s["status"] != "ok"]
 
@@ -283,7 +288,7 @@ def build_summary(cfg: PrepareConfig, root: Path, out: Path, plans: list[ShardPl
         "clip_len": cfg.clip_len,
         "videos": {"listed": len(statuses) + len(issues), "used": len(ok), "skipped": len(skipped) + len(issues)},
         "clips": sum(s["clips"] for s in ok),
-        "shards": [p.name for p in plans],
+        "shards": [p.name for p in shards],
         "per_split": by_split,
         "per_label": tally("label"),
         "per_method": tally("method"),
@@ -326,7 +331,7 @@ def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=Tr
     log(f"[prepare] {cfg.dataset}: {len(rows)} videos in {len(plans)} shards; {len(plans) - len(todo)} already done, {len(todo)} to do -> {out}")
     if todo:
         _run_ray(cfg, todo, out, digest, log)
-    summary = build_summary(cfg, root, out, plans, [{"path": i.path, "reason": i.reason} for i in manifest.issues])
+    summary = build_summary(cfg, root, out, [{"path": i.path, "reason": i.reason} for i in manifest.issues])
     _write_json(out / SUMMARY_FILE, summary)
     print(one_line(summary, time.perf_counter() - start, len(todo), len(plans) - len(todo)), flush=True)
     return summary

@@ -132,13 +132,17 @@ def test_bad_videos_are_reported_and_the_rest_prepared(tmp_path: Path, ray_local
 
 
 @pytest.mark.ray
-def test_out_dir_with_other_settings_is_refused(tmp_path: Path, tiny: Path, ray_local: None) -> None:
+def test_splits_in_several_runs_and_other_settings_refused(tmp_path: Path, tiny: Path, ray_local: None) -> None:
     out = tmp_path / "o"
-    run(PrepareConfig(dataset="dfdc", root=str(tiny / "dfdc"), out=str(out), size=32, clips_per_video=2, max_videos=2,
-                      splits=["val"]))
+    common = dict(dataset="dfdc", root=str(tiny / "dfdc"), out=str(out), size=32, clips_per_video=2, max_videos=2)
+    first = run(PrepareConfig(**common, splits=["val"]))
+    assert set(first["per_split"]) == {"val"}
+    both = run(PrepareConfig(**common, splits=["test"]))  # same settings: the folder grows
+    assert set(both["per_split"]) == {"val", "test"} and set(first["shards"]) < set(both["shards"])
     with pytest.raises(ConfigError, match="other settings"):
-        run(PrepareConfig(dataset="dfdc", root=str(tiny / "dfdc"), out=str(out), size=48, clips_per_video=2,
-                          max_videos=2, splits=["val"]))
+        run(PrepareConfig(**{**common, "size": 48}, splits=["val"]))
+    with pytest.raises(ConfigError, match="other settings"):
+        run(PrepareConfig(**{**common, "max_videos": 3}, splits=["val"]))
 
 
 # --------------------------------------------------------------------------- kill and resume
