@@ -22,6 +22,14 @@ Pipeline::
 * The output folder records the configuration in ``prepare_config.json``; preparing into it
   with different clip settings is refused (its shards would mix).
 
+``summary.json``: ``videos`` (listed / used / skipped), ``clips``, ``shards``, counts per split
+(videos, clips, skipped, real, fake), per label, per method and (DFDC) per chunk, ``skipped``
+(one entry per unusable video: video_id, path, split, label, method, reason, detail),
+``skip_reasons`` (counts) and ``notes`` (used videos with a remark, e.g. ``no audio track``).
+
+On a multi-node cluster ``out`` must be a filesystem every node can write (NFS or similar):
+each task writes its shard there directly.
+
 Without ``root`` the job prepares the synthetic benchmark (generated on first use under
 ``synthetic_root``). Run as ``interceptor prepare ...``, ``python -m ray_jobs.prepare ...``, or
 ``ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ray_jobs.prepare ...``.
