@@ -215,6 +215,19 @@ SCALES: dict[str, dict[str, Any]] = {
         dfdc_reals_per_part=5,
         test_fraction=0.25,
     ),
+    # ``make demo``: short videos, two fakes per real (a real/fake mix a from-scratch CPU model can
+    # learn in minutes), DFDC the largest layout as in reality.
+    "demo": dict(
+        num_frames=24,
+        fakes_per_real=2,
+        ffpp_pairs=40,
+        celebdf_identities=40,
+        celebdf_videos_per_identity=1,
+        celebdf_youtube=12,
+        dfdc_parts=6,
+        dfdc_reals_per_part=30,
+        test_fraction=0.25,
+    ),
     "default": {},
 }
 

@@ -30,8 +30,9 @@ TARGET_TEST_AUC = 0.8
 
 @dataclass
 class SyntheticSettings:
-    scale: str = "small"
-    """Synthetic benchmark size: ``tiny``, ``small`` or ``default``."""
+    scale: str = "demo"
+    """Synthetic benchmark size: ``tiny``, ``small``, ``demo`` or ``default``
+    (``data_pipeline.synthetic.SCALES``)."""
     seed: int = 0
 
 

@@ -94,12 +94,15 @@ class ClipScorer:
 
 def score_shards(storage: Storage, checkpoints: Mapping[str, Sequence[str]], shard_files: Sequence[str],
                  batch_size: int = 64, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 apply_preprocessing: bool = False,
+                 apply_preprocessing: bool = False, read_cpus: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Score every clip of ``shard_files`` with every checkpoint; columns as numpy arrays.
 
     ``apply_preprocessing``: give each checkpoint its own stage filter where derivable (see
-    :func:`derive_preprocessing`). ``progress(done, total)`` is called as scored clips arrive.
+    :func:`derive_preprocessing`). ``read_cpus``: CPUs per Parquet read task (default
+    ``min(num_cpus, 0.25)``: reading is light, and a read task that cannot be scheduled next to
+    the scoring actors would stall the pipeline on a small machine). ``progress(done, total)`` is
+    called as scored clips arrive.
     """
     import ray.data
 
@@ -108,7 +111,7 @@ def score_shards(storage: Storage, checkpoints: Mapping[str, Sequence[str]], sha
     from ray_jobs.train import configure_ray_data
 
     configure_ray_data()
-    ds = ray.data.read_parquet([str(f) for f in shard_files], num_cpus=min(num_cpus, 0.5))
+    ds = ray.data.read_parquet([str(f) for f in shard_files], num_cpus=read_cpus if read_cpus is not None else min(num_cpus, 0.25))
     scored = ds.map_batches(ClipScorer, fn_constructor_kwargs={"storage": storage, "checkpoints": dict(checkpoints),
                                                                "threads": max(1, int(num_cpus)),
                                                                "apply_preprocessing": apply_preprocessing},

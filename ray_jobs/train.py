@@ -85,11 +85,16 @@ class TrainConfig:
     """CPUs per Ray Data task (shard reads, class balancing)."""
     max_concurrent: int = 0
     """Trainers running at once per stage (0: all selected specialists)."""
+    cache_shards: bool = False
+    """Read each trainer's Parquet shards once into Ray's object store (``materialize``) and stream
+    every epoch from there, instead of re-reading and decoding the files each epoch. For shards
+    that fit in the object store (the demo, small stages); leave off for full-size datasets."""
     shuffle_buffer: int = 256
     """Rows in each worker's local shuffle buffer."""
     balance_classes: bool = True
     """Resample the training stream so both classes are equally frequent (a streaming
-    ``WeightedRandomSampler`` with replacement)."""
+    ``WeightedRandomSampler`` with replacement). The weighted-focal loss then weights both
+    classes 1, since its weights would correct a label imbalance the stream no longer has."""
     seed: int = 0
     keep_checkpoints: int = 2
     """Checkpoints kept per trainer, by best validation AUC (the latest is always kept too)."""
@@ -303,13 +308,19 @@ def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     configure_ray_data()
     read_args = {"num_cpus": cfg.data_cpus, "columns": TRAIN_COLUMNS}
     datasets = {}
+    def read(files: list[str], shuffle: bool):
+        if not cfg.cache_shards:
+            return ray.data.read_parquet(files, shuffle="files" if shuffle else None, **read_args)
+        ds = ray.data.read_parquet(files, **read_args).materialize()
+        return ds.randomize_block_order() if shuffle else ds  # a new block order every epoch
+
     for i, files in enumerate(job.train_files):
-        ds = ray.data.read_parquet(files, shuffle="files", **read_args)
+        ds = read(files, shuffle=True)
         if cfg.balance_classes:
             ds = ds.map_batches(balance_batch, fn_kwargs={"rates": balance_rates(job.class_counts[i])},
                                 batch_format="numpy", num_cpus=cfg.data_cpus)
         datasets[f"train_{i}"] = ds
-    datasets["val"] = ray.data.read_parquet(job.val_files, **read_args)
+    datasets["val"] = read(job.val_files, shuffle=False)
     return datasets
 
 
@@ -348,8 +359,12 @@ def train_loop_per_worker(config: dict) -> None:
             if job.init_parts:
                 remove_local_copy(storage, local)
     model = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 or cfg.use_gpu else model
-    # weighted focal: class weights from the stage's training label counts (all chunks), as the seed did
-    counts = {c: sum(cc.get(c, 0) for cc in job.class_counts) for c in (0, 1)}
+    # weighted focal: class weights from the label mix the loss actually sees. Streaming with class
+    # balancing already presents both classes equally often, so the weights are 1 then (weighting
+    # on top of balanced sampling would bias towards the rarer class); without balancing they
+    # come from the stage's training label counts (all chunks), as the seed did.
+    counts = ({0: 1, 1: 1} if cfg.balance_classes else
+              {c: sum(cc.get(c, 0) for cc in job.class_counts) for c in (0, 1)})
     runner = SpecialistRunner(model, job.recipe, device=device, class_counts=counts,
                               seed=cfg.seed, rank=rank, log_every=cfg.log_every, tag=job.run_name)
     if restored is not None:
@@ -446,7 +461,7 @@ def score_test(job: Job, cfg: TrainConfig, storage: Storage) -> dict:
         return {}
     scored = score_shards(storage, {job.specialist: final_parts(cfg.name, job.specialist, job.recipe.name)},
                           job.test_files, batch_size=cfg.val_batch_size, num_cpus=cfg.cpus_per_worker,
-                          num_gpus=cfg.gpus_per_worker if cfg.use_gpu else 0.0)
+                          num_gpus=cfg.gpus_per_worker if cfg.use_gpu else 0.0, read_cpus=cfg.data_cpus)
     probs, labels = scored[f"prob_{job.specialist}"], scored["label"]
     out = M.summary(probs, labels, prefix="test_")
     # video level: the mean of a video's clip probabilities (how videos are scored in the field)

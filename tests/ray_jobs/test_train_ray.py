@@ -115,9 +115,22 @@ def _worker_pids() -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def _latest_epoch(run_dir: Path) -> int:
+    epochs = []
+    for meta in run_dir.glob("checkpoint_*/meta.json"):
+        try:  # keep-N may delete a checkpoint between the listing and the read
+            epochs.append(json.loads(meta.read_text())["epoch"])
+        except FileNotFoundError:
+            pass
+    return max(epochs)
+
+
 def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
+    # an epoch of this tiny task takes well under a second on a fast machine: enough epochs that the
+    # kill surely lands mid-run (checked below from the checkpoints on disk at the moment of the kill)
+    epochs = 24
     config = make_config(tmp_path, "faulty", ["cm"], stages=["ffpp"],
-                         stage_overrides={"ffpp": {"epochs": 4, "lr": 3.0e-3}}, batch_size=8)
+                         stage_overrides={"ffpp": {"epochs": epochs, "lr": 3.0e-3}}, batch_size=8)
     log = tmp_path / "faulty.log"
     proc = start_train(config, ray_head["gcs"], log)
     run_dir = tmp_path / "runs" / "faulty" / "cm-ffpp"
@@ -125,11 +138,13 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
     pids = wait_for(_worker_pids, proc, 60, "a training worker")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
+    reached = _latest_epoch(run_dir)
+    assert reached < epochs, f"the run had already finished ({reached} epochs) when the worker was killed"
     assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     text = log.read_text()
     assert "resumed at epoch" in text, text[-3000:]
     done = json.loads((final_dir(tmp_path, "faulty", "cm", "ffpp") / "COMPLETE.json").read_text())
-    assert max(h["epoch"] for h in done["history"]) == 4
+    assert max(h["epoch"] for h in done["history"]) == epochs
 
 
 def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
