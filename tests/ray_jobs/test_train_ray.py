@@ -115,14 +115,14 @@ def _worker_pids() -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def _latest_epoch(run_dir: Path) -> int:
-    epochs = []
-    for meta in run_dir.glob("checkpoint_*/meta.json"):
-        try:  # keep-N may delete a checkpoint between the listing and the read
-            epochs.append(json.loads(meta.read_text())["epoch"])
-        except FileNotFoundError:
-            pass
-    return max(epochs)
+def _registered_epochs(run_dir: Path) -> list[int]:
+    """Epochs of the checkpoints Ray Train has registered (a checkpoint folder can exist on disk
+    before its report is registered; a worker killed in between rightly restarts from scratch)."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being rewritten
+        return []
+    return [r["metrics"]["epoch"] for r in snapshot.get("checkpoint_results", [])]
 
 
 def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
@@ -134,11 +134,11 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
     log = tmp_path / "faulty.log"
     proc = start_train(config, ray_head["gcs"], log)
     run_dir = tmp_path / "runs" / "faulty" / "cm-ffpp"
-    wait_for(lambda: list(run_dir.glob("checkpoint_*/meta.json")), proc, 600, "the first checkpoint")
+    wait_for(lambda: _registered_epochs(run_dir), proc, 600, "the first registered checkpoint")
     pids = wait_for(_worker_pids, proc, 60, "a training worker")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    reached = _latest_epoch(run_dir)
+    reached = max(_registered_epochs(run_dir))
     assert reached < epochs, f"the run had already finished ({reached} epochs) when the worker was killed"
     assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     text = log.read_text()
