@@ -26,9 +26,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -317,6 +317,7 @@ def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     configure_ray_data()
     read_args = {"num_cpus": cfg.data_cpus, "columns": TRAIN_COLUMNS}
     datasets = {}
+
     def read(files: list[str], shuffle: bool):
         if not cfg.cache_shards:
             return ray.data.read_parquet(files, shuffle="files" if shuffle else None, **read_args)
