@@ -7,9 +7,12 @@ parameters once and applies them to every frame, so motion between frames is pre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision.transforms import v2
+if TYPE_CHECKING:  # torchvision is imported where transforms are built: importing it costs ~1 s,
+    # and processes that only read configs (Tune trials, Ray Train controllers) never build one
+    import torch
+    from torchvision.transforms import v2
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def build_augmentation(spec: AugmentationSpec) -> v2.Transform | None:
     """A v2 pipeline for float clips in ``[0, 1]``; ``None`` when the spec does nothing."""
     if spec.is_identity:
         return None
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = []
     if spec.hflip:
         steps.append(v2.RandomHorizontalFlip())
@@ -58,4 +63,6 @@ def augment_batch(frames: torch.Tensor, transform: v2.Transform | None) -> torch
     """Augment a batch ``(B, T, 3, H, W)`` clip by clip (same parameters across a clip's frames)."""
     if transform is None:
         return frames
+    import torch
+
     return torch.stack([transform(clip) for clip in frames]).clamp_(0, 1)

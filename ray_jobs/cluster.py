@@ -31,4 +31,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None, runtime_env=runtime_env)
         return
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+    # a local Ray is one machine that nobody preempts: skip Ray Train's preemption watcher (one
+    # more actor process per trainer); on a cluster it stays on
+    env = {**forwarded_env(), "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})

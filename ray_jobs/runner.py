@@ -78,6 +78,10 @@ class SpecialistRunner:
         self.augment = build_augmentation(recipe.augmentation)
         self.epoch = 0  # completed epochs of this stage
         self.history: list[dict] = []  # per-epoch metrics, carried in checkpoints across restarts
+        self.best: tuple[int, float, dict] | None = None
+        """``(epoch, val_auc, model weights on CPU)`` of the best validation AUC seen by this
+        process (the first of equal ones), kept when ``fit(keep_best=True)``; ``None`` after a
+        restore until an epoch beats the restored history."""
         self.metrics = {
             "auc": torchmetrics.classification.BinaryAUROC(),
             "acc": torchmetrics.classification.MulticlassAccuracy(num_classes=2, average=None),
@@ -153,6 +157,8 @@ class SpecialistRunner:
                 logits = self.forward(batch)
             probs.append(torch.softmax(logits.float(), dim=1)[:, 1])
             labels.append(batch["label"])
+        if not probs:  # e.g. a DDP rank given no test files
+            return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         return torch.cat(probs), torch.cat(labels)
 
     @torch.no_grad()
@@ -186,11 +192,14 @@ class SpecialistRunner:
         return out
 
     def fit(self, train_batches: Callable[[int], Iterable[dict]], val_batches: Callable[[], Iterable[dict]],
-            on_epoch_end: Callable[[dict], None] | None = None, stop_at: int | None = None) -> dict:
+            on_epoch_end: Callable[[dict], None] | None = None, stop_at: int | None = None,
+            keep_best: bool = False) -> dict:
         """Train from ``self.epoch`` to the recipe's total epochs (or to epoch ``stop_at``).
 
         ``train_batches(epoch)`` gives the batches of a 0-based epoch (a progressive stage picks
         the epoch's chunk from it); ``on_epoch_end(metrics)`` is where callers checkpoint/report.
+        ``keep_best``: keep a CPU copy of the weights of the best validation AUC in ``self.best``
+        (the model the stage exports), so the caller can score it without reloading a checkpoint.
         """
         metrics: dict = {}
         last = self.recipe.total_epochs if stop_at is None else min(stop_at, self.recipe.total_epochs)
@@ -205,6 +214,9 @@ class SpecialistRunner:
                        "chunk_done": self.epoch % self.recipe.epochs == 0,
                        "epoch_time_s": time.perf_counter() - t0}
             self.history.append({k: metrics[k] for k in HISTORY_KEYS})
+            if keep_best and val["val_auc"] > max((h["val_auc"] for h in self.history[:-1]), default=-1.0):
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in self.core.state_dict().items()}
+                self.best = (self.epoch, val["val_auc"], weights)
             self.log(f"epoch {self.epoch}/{self.recipe.total_epochs} train_loss {train['train_loss']:.4f} "
                      f"val_auc {val['val_auc']:.4f} val_log_loss {val['val_log_loss']:.4f} "
                      f"acc real/fake {val['val_acc_real']:.3f}/{val['val_acc_fake']:.3f} "

@@ -3,14 +3,15 @@
     python -m ray_jobs.train --config run.yaml [--set key=value ...]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ray_jobs.train --config run.yaml
 
-For each stage in chain order, all specialists that still need it train concurrently: a Ray Tune
-run whose trials (one per specialist) each build and fit a ``TorchTrainer`` (Ray 2.60's pattern
-for several trainers at once). Each trainer streams the stage's shards with Ray Data, balances
+All selected specialists train concurrently: a Ray Tune run whose trials (one per specialist)
+each build and fit that specialist's ``TorchTrainer`` for every stage it still needs, in chain
+order (Ray 2.60's pattern for several trainers at once). Each trainer streams the stage's shards with Ray Data, balances
 classes while streaming, runs DDP across its workers (AMP on GPU), reports every epoch with a
 checkpoint (rank 0 writes), keeps the best N by validation AUC and restarts failed workers from
-the last checkpoint. When it ends, the best-by-validation checkpoint is exported to
-``<storage>/<name>/final/<specialist>-<stage>/`` (see ``ray_jobs/storage.py``), the test split is
-scored for the report, and the next stage initialises from that export.
+the last checkpoint. Its workers also score the test split with the best-by-validation weights
+(for the report only). When it ends, the best-by-validation checkpoint is exported to
+``<storage>/<name>/final/<specialist>-<stage>/`` (see ``ray_jobs/storage.py``) and the
+specialist's next stage initialises from that export.
 
 Rerunning the same command skips every finished (specialist, stage); an unfinished one resumes
 from its latest checkpoint in storage (Ray Train restores a run by its name), which for DFDC
@@ -26,12 +27,13 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_pipeline.shards import list_complete_shards, parse_shard_name
@@ -85,7 +87,7 @@ class TrainConfig:
     data_cpus: float = 0.25
     """CPUs per Ray Data task (shard reads)."""
     max_concurrent: int = 0
-    """Trainers running at once per stage (0: all selected specialists)."""
+    """Specialists training at once, each through its stages (0: all selected specialists)."""
     cache_shards: bool = False
     """Read each trainer's Parquet shards once into Ray's object store (``materialize``) and stream
     every epoch from there, instead of re-reading and decoding the files each epoch. For shards
@@ -267,36 +269,9 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
 
 # ----------------------------------------------------------------------------------- data
 
-def balanced_stream(batches: Iterable[dict[str, np.ndarray]], rates: dict[int, float],
-                    rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
-    """Class-balance a stream of row batches: each batch of ``n`` rows is replaced by ``n`` rows
-    drawn from it with replacement, a row of class ``c`` with probability proportional to
-    ``rates[c]`` (``WeightedRandomSampler`` within the batch; with ``r_c = N / (K n_c)`` both
-    classes come out equally often in expectation).
-
-    Batch sizes, and so the number of steps, stay those of the input stream: every DDP rank of an
-    equally split dataset takes the same number of steps. This runs in the training worker on the
-    batches it streams from its dataset shard: resampling rows there costs next to nothing, while
-    a Ray Data ``map_batches`` stage copied every clip through another task each epoch (measured:
-    a 5x slower training loop on 2 CPUs).
-    """
-    for batch in batches:
-        labels = np.asarray(batch["label"])
-        weights = np.array([rates.get(int(c), 0.0) for c in labels], dtype=np.float64)
-        if len(labels) == 0 or weights.sum() <= 0:
-            yield batch
-            continue
-        idx = rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
-        yield {k: np.asarray(v)[idx] for k, v in batch.items()}
-
-
-def balance_rates(counts: dict[int, int]) -> dict[int, float]:
-    total = sum(counts.values())
-    present = [c for c, n in counts.items() if n > 0]
-    return {c: total / (len(present) * counts[c]) for c in present}
-
-
 TRAIN_COLUMNS = ["frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label"]
+TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id"]
+TEST_SCORES_FILE = "test_scores.json"
 
 
 def configure_ray_data() -> None:
@@ -330,6 +305,51 @@ def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     return datasets
 
 
+def test_summary(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray) -> dict:
+    """Test-split metrics of one model: clip level (``test_*``) and video level
+    (``test_video_*``: the mean of a video's clip probabilities, how videos are scored in the field)."""
+    import pandas as pd
+
+    from specialists import metrics as M
+
+    out = M.summary(probs, labels, prefix="test_")
+    per_video = pd.DataFrame({"video": videos, "p": probs, "y": labels}).groupby("video").mean()
+    out.update(M.summary(per_video["p"].to_numpy(), per_video["y"].to_numpy(), prefix="test_video_"))
+    return out
+
+
+def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_size: int) -> dict | None:
+    """Score the test split with the best-by-validation weights this worker kept.
+
+    Each rank reads its share of the test shard files (Parquet, batch by batch: the shards are
+    on storage every node sees, as for Ray Data's read tasks) and the results are gathered to
+    every rank. ``None`` when this process has not seen the best epoch (it was restored after
+    it): the driver then scores the exported checkpoint with a Ray Data job instead."""
+    import torch
+    from data_pipeline.shards import rows_to_batch
+
+    if runner.best is None:
+        return None
+    epoch, _, weights = runner.best
+    runner.core.load_state_dict(weights)
+    videos: list = []
+
+    def tensors():
+        for f in job.test_files[rank::world_size]:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=cfg.val_batch_size, columns=TEST_COLUMNS):
+                videos.extend(b.column("video_id").to_pylist())
+                yield rows_to_batch(pa.Table.from_batches([b]))
+
+    probs, labels = runner.predict(tensors())
+    part = (probs.double().cpu().numpy(), labels.cpu().numpy(), np.asarray(videos, dtype=object))
+    parts = [part]
+    if world_size > 1:
+        parts = [None] * world_size
+        torch.distributed.all_gather_object(parts, part)
+    probs, labels, videos_all = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return {**test_summary(probs, labels, videos_all), "test_scored_epoch": epoch}
+
+
 # ----------------------------------------------------------------------------------- worker loop
 
 def train_loop_per_worker(config: dict) -> None:
@@ -338,8 +358,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from data_pipeline.shards import rows_to_batch
     from ray_jobs.checkpoints import build_payload, init_from, load_checkpoint, resume, save_checkpoint
+    from ray_jobs.collate import ClipCollate, balance_rates
     from ray_jobs.runner import SpecialistRunner
     from ray_jobs.storage import fetch_checkpoint_dir, remove_local_copy
     from specialists.model import SpecialistModel
@@ -380,13 +400,10 @@ def train_loop_per_worker(config: dict) -> None:
                    f"(chunk {runner.epoch // job.recipe.epochs + 1}/{job.recipe.chunks})")
 
     def batches(name: str, batch_size: int, shuffle: bool, rates: dict[int, float] | None = None):
-        shard = ray.train.get_dataset_shard(name)
-        it = shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2,
-                                local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None)
-        if rates is not None:
-            it = balanced_stream(it, rates, np.random.default_rng([cfg.seed, runner.epoch, rank]))
-        for b in it:
-            yield rows_to_batch(b)
+        return ray.train.get_dataset_shard(name).iter_torch_batches(
+            batch_size=batch_size, prefetch_batches=2, device=device,
+            collate_fn=ClipCollate(rates, seed=(cfg.seed, runner.epoch, rank)), pin_memory=cfg.use_gpu,
+            local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None)
 
     def train_batches(epoch: int):
         chunk = runner.chunk_of(epoch)
@@ -420,15 +437,25 @@ def train_loop_per_worker(config: dict) -> None:
             val_cache.extend(batches("val", cfg.val_batch_size, shuffle=False))
         return val_cache
 
-    runner.fit(train_batches, val_batches, on_epoch_end)
+    scores_token = config.get("test_scores_token")
+    runner.fit(train_batches, val_batches, on_epoch_end, keep_best=bool(scores_token))
+    if scores_token:
+        # the stage's test report, scored here while the model is loaded and the worker warm
+        # (a separate Ray Data job per trainer costs a process start-up and a checkpoint reload)
+        scores = score_test_in_worker(runner, job, cfg, rank, ctx.get_world_size())
+        if rank == 0 and scores is not None:
+            storage.write_json({**scores, "token": scores_token}, cfg.name, job.run_name, TEST_SCORES_FILE)
     runner.close()
 
 
 # ----------------------------------------------------------------------------------- one trainer
 
 def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | None = None,
-                  callbacks: list | None = None):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+                  callbacks: list | None = None, test_scores_token: str | None = None):
+    """The ``TorchTrainer`` of one job. ``test_scores_token``: workers also score the test split
+    with the best-by-validation weights and rank 0 writes ``<name>/<run>/test_scores.json``
+    tagged with this token (the chain's report; sweeps never pass it)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": cfg.cpus_per_worker}
@@ -445,10 +472,12 @@ def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | 
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job, "cfg": cfg, "storage": storage},
+        train_loop_config={"job": job, "cfg": cfg, "storage": storage, "test_scores_token": test_scores_token},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         datasets=build_datasets(job, cfg),
+        # one worker streams whole datasets: no split coordinator (an actor per dataset) needed
+        dataset_config=DataConfig(datasets_to_split="all" if cfg.num_workers > 1 else []),
         run_config=run_config,
     )
 
@@ -472,65 +501,75 @@ def export_final(result, job: Job, cfg: TrainConfig, storage: Storage) -> dict:
 
 
 def score_test(job: Job, cfg: TrainConfig, storage: Storage) -> dict:
-    import pandas as pd
-
+    """Score the exported final checkpoint on the test split with a Ray Data job."""
     from ray_jobs.scoring import score_shards
-    from specialists import metrics as M
 
-    if not job.test_files:
-        return {}
     scored = score_shards(storage, {job.specialist: final_parts(cfg.name, job.specialist, job.recipe.name)},
                           job.test_files, batch_size=cfg.val_batch_size, num_cpus=cfg.cpus_per_worker,
                           num_gpus=cfg.gpus_per_worker if cfg.use_gpu else 0.0, read_cpus=cfg.data_cpus)
-    probs, labels = scored[f"prob_{job.specialist}"], scored["label"]
-    out = M.summary(probs, labels, prefix="test_")
-    # video level: the mean of a video's clip probabilities (how videos are scored in the field)
-    videos = pd.DataFrame({"video": scored["video_id"], "p": probs, "y": labels}).groupby("video").mean()
-    out.update(M.summary(videos["p"].to_numpy(), videos["y"].to_numpy(), prefix="test_video_"))
-    return out
+    return test_summary(scored[f"prob_{job.specialist}"], scored["label"], scored["video_id"])
 
 
 def run_job(job: Job, cfg: TrainConfig, storage: Storage, callbacks: list | None = None) -> dict:
-    """Fit one (specialist, stage) trainer, export its final checkpoint, score its test split."""
+    """Fit one (specialist, stage) trainer, export its final checkpoint, score its test split.
+
+    The workers score the test split themselves with the weights they selected; the scores are
+    used when they belong to the exported epoch, else (a worker restarted after its best epoch)
+    the exported checkpoint is scored by :func:`score_test`."""
     start = time.time()
-    result = build_trainer(job, cfg, storage, callbacks=callbacks).fit()
+    token = uuid.uuid4().hex if cfg.score_test and job.test_files else None
+    result = build_trainer(job, cfg, storage, callbacks=callbacks, test_scores_token=token).fit()
     if result.error:
         raise result.error
     report = export_final(result, job, cfg, storage)
-    if cfg.score_test:
-        report.update(score_test(job, cfg, storage))
+    if token:
+        scores_parts = (cfg.name, job.run_name, TEST_SCORES_FILE)
+        scores = storage.read_json(*scores_parts) if storage.exists(*scores_parts) else {}
+        if scores.get("token") == token and scores.get("test_scored_epoch") == report["selected_epoch"]:
+            report.update({k: v for k, v in scores.items() if k != "token"})
+        else:
+            print(f"[train] {job.run_name}: scoring the exported epoch {report['selected_epoch']} on the test "
+                  f"split (the workers scored epoch {scores.get('test_scored_epoch')})", flush=True)
+            report.update(score_test(job, cfg, storage), test_scored_epoch=report["selected_epoch"])
     report["train_time_s"] = time.time() - start
     storage.write_json(report, *final_parts(cfg.name, job.specialist, job.recipe.name), COMPLETE_FILE)
     return report
 
 
-def trial(config: dict) -> None:
-    """A Ray Tune trial of the chain: one specialist's trainer for one stage."""
+def chain_trial(config: dict) -> None:
+    """A Ray Tune trial of the chain: one specialist's trainers, stage after stage (each
+    initialises from the previous one's export, which is complete when its ``run_job`` returns)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    run_job(config["job"], config["cfg"], config["storage"], callbacks=[TuneReportCallback()])
+    for job in config["jobs"]:
+        run_job(job, config["cfg"], config["storage"], callbacks=[TuneReportCallback()])
 
 
 # ----------------------------------------------------------------------------------- the chain
 
-def train_stage(stage: StageRecipe, jobs: list[Job], cfg: TrainConfig, storage: Storage) -> None:
+def train_specialists(chains: dict[str, list[Job]], cfg: TrainConfig, storage: Storage) -> None:
+    """Train every specialist's remaining stages: one Ray Tune run whose trials (one per
+    specialist) each drive that specialist's ``TorchTrainer``s in chain order, at most
+    ``max_concurrent`` at once. Specialists do not wait for each other between stages, so a fast
+    one is not held up by a slow one (nor are the CPUs left idle while the slowest finishes)."""
     from ray import tune
 
-    concurrent = cfg.max_concurrent or len(jobs)
+    concurrent = cfg.max_concurrent or len(chains)
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"CPU": 0.01}),
-        param_space={"job": tune.grid_search(jobs), "cfg": cfg, "storage": storage},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=False),
-        run_config=tune.RunConfig(name=f"chain-{stage.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tune.with_resources(chain_trial, {"CPU": 0.01}),
+        param_space={"jobs": tune.grid_search(list(chains.values())), "cfg": cfg, "storage": storage},
+        # a trial's process is reused by the next trial: it has torch and Ray Train imported
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"chain-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=storage.path(cfg.name, "_tune"),
                                   storage_filesystem=storage.filesystem if storage.is_s3 else None,
                                   verbose=0),
     )
     results = tuner.fit()
-    errors = [r.error for r in results if r.error]
-    if errors:
-        raise RuntimeError(f"stage {stage.name}: {len(errors)} trainer(s) failed; first: "
-                           f"{str(errors[0]).strip().splitlines()[-1]}")
+    failed = [(jobs[0].specialist, r.error) for jobs, r in zip(chains.values(), results) if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} specialist chain(s) failed ({', '.join(k for k, _ in failed)}); first: "
+                           f"{str(failed[0][1]).strip().splitlines()[-1]}")
 
 
 def collect_reports(storage: Storage, cfg: TrainConfig, planned) -> list[dict]:
@@ -595,14 +634,17 @@ def train_chain(cfg: TrainConfig) -> list[dict]:
     from ray_jobs.cluster import init_ray
 
     init_ray(cfg.address, cfg.num_cpus)
+    chains: dict[str, list[Job]] = {}
     for stage, jobs, skipped in planned:
         if skipped:
             print(f"[train] stage {stage.name}: already complete for {', '.join(skipped)} (skipped)", flush=True)
-        if not jobs:
-            continue
-        print(f"[train] stage {stage.name}: training {', '.join(j.specialist for j in jobs)} "
-              f"({stage.total_epochs} epoch(s), {stage.chunks} chunk(s), lr {jobs[0].recipe.lr:g})", flush=True)
-        train_stage(stage, jobs, cfg, storage)
+        if jobs:
+            print(f"[train] stage {stage.name}: training {', '.join(j.specialist for j in jobs)} "
+                  f"({stage.total_epochs} epoch(s), {stage.chunks} chunk(s), lr {jobs[0].recipe.lr:g})", flush=True)
+        for job in jobs:
+            chains.setdefault(job.specialist, []).append(job)
+    if chains:
+        train_specialists(chains, cfg, storage)
     rows = collect_reports(storage, cfg, planned)
     table = write_report(storage, cfg, rows)
     print(table, flush=True)

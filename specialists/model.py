@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -64,6 +63,8 @@ class ModelConfig:
 
 def create_backbone(name: str, weights_file: str | None = None) -> nn.Module:
     """A timm feature extractor (``num_classes=0``), weights from a local file when given."""
+    import timm  # here, not at module level: importing timm costs ~2 s, and processes that only
+    # unpickle configs (Tune trials, Ray Train controllers) never build a model
     if not timm.is_model(name):
         raise SpecialistError(f"unknown timm backbone {name!r}")
     if weights_file is not None:
@@ -95,7 +96,9 @@ class SpecialistModel(nn.Module):
         self.config = config
         self.spec = get_spec(config.specialist)
         self.backbone = create_backbone(config.backbone, config.weights_file)
-        data_cfg = timm.data.resolve_data_config({}, model=self.backbone)
+        from timm.data import resolve_data_config
+
+        data_cfg = resolve_data_config({}, model=self.backbone)
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 1, 3, 1, 1), persistent=False)
         self.module = SpecialistModule(self.spec)

@@ -1,8 +1,15 @@
-"""Class balancing on the training stream (in the worker, no Ray needed)."""
+"""The training stream's last mile (``ray_jobs/collate.py``): class balancing, rows -> tensors.
+
+No Ray cluster needed: the collate function is what Ray Data's prefetch threads call per batch.
+"""
 
 import numpy as np
+import pyarrow.parquet as pq
+import torch
 
-from ray_jobs.train import balance_rates, balanced_stream
+from data_pipeline.shards import list_complete_shards
+from ray_jobs.collate import ClipCollate, balance_batch, balance_rates
+from tests.helpers import write_learnable_shards
 
 
 def _stream(n_batches: int, batch_size: int, fake_share: float, seed: int = 0):
@@ -12,11 +19,12 @@ def _stream(n_batches: int, batch_size: int, fake_share: float, seed: int = 0):
         yield {"label": labels, "row": np.arange(i * batch_size, (i + 1) * batch_size)}
 
 
-def test_balanced_stream_equalises_classes_and_keeps_batch_sizes():
+def test_balancing_equalises_classes_and_keeps_batch_sizes():
     rates = balance_rates({0: 900, 1: 100})  # as announced by the shards' label counts
     assert rates == {0: 1000 / 1800, 1: 1000 / 200}
     inputs = list(_stream(40, 25, 0.1))
-    out = list(balanced_stream(iter(inputs), rates, np.random.default_rng(1)))
+    rng = np.random.default_rng(1)
+    out = [balance_batch(b, rates, rng) for b in inputs]
     # same batch sizes as the input: equally split DDP ranks take the same number of steps
     assert [len(b["label"]) for b in out] == [len(b["label"]) for b in inputs]
     labels = np.concatenate([b["label"] for b in out])
@@ -27,8 +35,41 @@ def test_balanced_stream_equalises_classes_and_keeps_batch_sizes():
     assert len(np.unique(rows[labels == 1])) < (labels == 1).sum()
 
 
-def test_balanced_stream_is_reproducible_by_seed():
-    rates = balance_rates({0: 3, 1: 1})
-    a = list(balanced_stream(_stream(5, 16, 0.25), rates, np.random.default_rng([0, 2, 0])))
-    b = list(balanced_stream(_stream(5, 16, 0.25), rates, np.random.default_rng([0, 2, 0])))
-    assert len(a) == len(b) and all(np.array_equal(x["row"], y["row"]) for x, y in zip(a, b))
+def _clip_rows(tmp_path):
+    folder = write_learnable_shards(tmp_path / "shards", n_train=48, n_val=8, n_test=8, size=16)
+    table = pq.read_table(list_complete_shards(folder, split="train")[0])
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+
+
+def test_clip_collate_balances_and_builds_training_tensors(tmp_path):
+    batch = _clip_rows(tmp_path)
+    batch["label"] = (np.arange(len(batch["label"])) % 6 == 0).astype(np.int64)  # 1 fake in 6
+    out = ClipCollate(balance_rates({0: 5, 1: 1}), seed=(0, 3, 0))(batch)
+    n = len(batch["label"])
+    assert out["frames"].shape == (n, 4, 3, 16, 16) and out["frames"].dtype == torch.float32
+    assert out["label"].shape == (n,) and 0.25 < out["label"].float().mean() < 0.75
+    plain = ClipCollate()(batch)  # no balancing: the rows as they came
+    assert torch.equal(plain["label"], torch.from_numpy(batch["label"]))
+
+
+def test_clip_collate_draws_depend_on_seed_and_batch_not_on_call_order(tmp_path):
+    batch = _clip_rows(tmp_path)
+    batch["label"] = (np.arange(len(batch["label"])) % 6 == 0).astype(np.int64)
+    rates = balance_rates({0: 5, 1: 1})
+    a, b = ClipCollate(rates, seed=(0, 1, 0)), ClipCollate(rates, seed=(0, 2, 0))
+    first = a(batch)["frames"]
+    a({k: v[::-1] for k, v in batch.items()})  # another batch in between (another prefetch thread)
+    assert torch.equal(a(batch)["frames"], first)
+    assert not torch.equal(b(batch)["frames"], first)
+
+
+def test_balancing_copies_each_row_floor_or_ceil_of_its_expected_count():
+    labels = np.array([1] * 6 + [0] * 26, dtype=np.int64)  # a batch of 32, 6 fakes
+    rates = balance_rates({0: 26, 1: 6})
+    expected = np.array([rates[int(c)] for c in labels]) / sum(rates[int(c)] for c in labels) * len(labels)
+    for seed in range(20):
+        out = balance_batch({"label": labels, "row": np.arange(32)}, rates, np.random.default_rng(seed))
+        copies = np.bincount(out["row"], minlength=32)
+        assert copies.sum() == 32
+        assert ((copies == np.floor(expected)) | (copies == np.ceil(expected))).all()
+        assert abs(out["label"].mean() - 0.5) <= 1 / 32 + 1e-9

@@ -85,7 +85,10 @@ def test_job_submit_trains_every_specialist_through_the_chain(ray_head, tmp_path
         assert celebdf["extra"]["init_from"] == str(final_dir(tmp_path, "submitted", key, "ffpp"))
         dfdc = json.loads((final_dir(tmp_path, "submitted", key, "dfdc") / "COMPLETE.json").read_text())
         assert [h["chunk"] for h in dfdc["history"]] == [0, 1]
-        assert 0.0 <= dfdc["test_auc"] <= 1.0
+        assert 0.0 <= dfdc["test_auc"] <= 1.0 and 0.0 <= dfdc["test_video_auc"] <= 1.0
+        # the test split was scored with the exported (best-by-validation) weights, by the workers
+        assert dfdc["test_scored_epoch"] == dfdc["selected_epoch"]
+        assert (tmp_path / "runs" / "submitted" / f"{key}-dfdc" / "test_scores.json").is_file()
     reports = tmp_path / "runs" / "submitted" / "reports"
     assert (reports / "train_report.md").is_file() and (reports / "val_auc_curves.png").is_file()
 
@@ -145,6 +148,9 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_head, tmp_path):
     assert "resumed at epoch" in text, text[-3000:]
     done = json.loads((final_dir(tmp_path, "faulty", "cm", "ffpp") / "COMPLETE.json").read_text())
     assert max(h["epoch"] for h in done["history"]) == epochs
+    # scored by the workers if the restarted one saw the best epoch, else from the export: either
+    # way the test scores belong to the exported checkpoint
+    assert done["test_scored_epoch"] == done["selected_epoch"] and 0.0 <= done["test_auc"] <= 1.0
 
 
 def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
