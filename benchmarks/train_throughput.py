@@ -6,7 +6,8 @@
 Without ``--shards`` it writes real-schema shards of a learnable task (64 px clips) to a temp dir.
 Both paths run the same :class:`SpecialistRunner` epochs; the plain loop reads the Parquet files
 with pyarrow in the training process, the Ray path is the train job's own ``TorchTrainer`` (one
-worker, streaming + class balancing in Ray Data). Printed: samples/s of each (epochs after the
+worker streaming its Ray Data shard with ``iter_torch_batches``; class balancing and the
+rows -> tensors conversion run in its prefetch threads, ``ray_jobs/collate.py``). Printed: samples/s of each (epochs after the
 first), their ratio, and the fraction of the Ray loop's step time spent waiting for data.
 Targets (issue 4): ratio >= 0.9 on CPU, data wait < 5%. ``--device cuda`` runs the loops on the
 GPU with AMP (the runner's bf16 autocast); ``--plain-only`` skips the Ray path (for a machine
@@ -105,13 +106,13 @@ def main() -> None:
 
     later = df[df["epoch"] > 1]
     ray_sps = later["train_samples"].sum() / (later["train_samples"] / later["train_samples_per_s"]).sum()
-    # whole epochs as the trainer lives them: training + validation + report/checkpoint
+    # whole epochs as the runner times them: training + validation
     epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
     wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
     print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  cache_shards={args.cache_shards} balance={args.balance}  (whole run incl. start-up {ray_s:.0f}s)")
     print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
     print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
-          f"(validation + report + checkpoint included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
+          f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
     print(f"Ray data-wait share: {wait * 100:.1f}% of step time   (target < 5%)")
 
 

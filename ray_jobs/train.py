@@ -101,6 +101,11 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 2
     """Checkpoints kept per trainer, by best validation AUC (the latest is always kept too)."""
+    checkpoint_every: int = 1
+    """Report a checkpoint every this many epochs (0: only the ones below). Whatever it is, an
+    epoch that improves the validation AUC, ends a DFDC chunk or ends the stage is checkpointed,
+    so the best-by-validation model and every chunk boundary are always in storage. Larger values
+    save a checkpoint write and upload per epoch, and redo more epochs after a failure."""
     max_failures: int = 2
     """Worker failures a trainer survives (restarting from its last checkpoint)."""
     log_every: int = 20
@@ -352,6 +357,15 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
 
 # ----------------------------------------------------------------------------------- worker loop
 
+def checkpoint_due(history: list[dict], chunk_done: bool, total_epochs: int, every: int) -> bool:
+    """Whether the epoch just ended (the last of ``history``) is checkpointed: when it improves
+    the best validation AUC so far (ties do not), ends a chunk or the stage, or every ``every``
+    epochs (0: never for that reason). The same on every rank: validation metrics are global."""
+    epoch, auc = history[-1]["epoch"], history[-1]["val_auc"]
+    improved = auc > max((h["val_auc"] for h in history[:-1]), default=-1.0)
+    return improved or chunk_done or epoch == total_epochs or (every > 0 and epoch % every == 0)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker: a thin wrapper around :class:`SpecialistRunner`."""
     import ray.train
@@ -415,9 +429,10 @@ def train_loop_per_worker(config: dict) -> None:
 
     def on_epoch_end(metrics: dict) -> None:
         metrics = {**metrics, "specialist": job.specialist, "stage": job.recipe.name}
+        save = checkpoint_due(runner.history, metrics["chunk_done"], job.recipe.total_epochs, cfg.checkpoint_every)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0:
+            if rank == 0 and save:
                 payload = build_payload(runner.state_dict(), runner.core.config, job.recipe, metrics,
                                         extra={"run": job.run_name, "world_size": ctx.get_world_size(),
                                                "init_from": init_source})

@@ -102,3 +102,19 @@ def test_bad_stage_configs_fail_with_one_line(tmp_path):
     bad.write_text("stages:\n  - {name: a, dataset: ffpp, lr: 1, epochs: 1, loss: focal, dropout: 0.1, lr_x: 2}\n")
     with pytest.raises(ConfigError, match="unknown field"):
         StageChain.load(bad)
+
+
+def test_checkpoint_policy_keeps_best_chunk_ends_and_last_epoch():
+    from ray_jobs.train import checkpoint_due
+
+    aucs = [0.6, 0.7, 0.65, 0.7, 0.8, 0.75]  # 2 chunks x 3 epochs
+    history = [{"epoch": i + 1, "val_auc": a} for i, a in enumerate(aucs)]
+
+    def due(every):
+        return [e for e in range(1, 7) if checkpoint_due(history[:e], chunk_done=e % 3 == 0, total_epochs=6,
+                                                         every=every)]
+
+    # improvements (1, 2, 5; a tie is not one), chunk ends (3, 6) and the last epoch (6)
+    assert due(0) == [1, 2, 3, 5, 6]
+    assert due(1) == [1, 2, 3, 4, 5, 6]
+    assert due(4) == [1, 2, 3, 4, 5, 6] and due(5) == [1, 2, 3, 5, 6]
