@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (one GPU per Ray worker, AMP)")
     ap.add_argument("--balance", action="store_true", help="TrainConfig.balance_classes for the Ray path")
     ap.add_argument("--cache-shards", action="store_true", help="TrainConfig.cache_shards for the Ray path")
+    ap.add_argument("--prefetch", type=int, default=2, help="TrainConfig.prefetch_batches for the Ray path")
     ap.add_argument("--plain-only", action="store_true", help="time the plain loop only (no Ray)")
     args = ap.parse_args()
     use_gpu = args.device.startswith("cuda")
@@ -80,7 +81,8 @@ def main() -> None:
                       specialists=[args.specialist], stages=["ffpp"], batch_size=args.batch_size,
                       stage_overrides={"ffpp": {"epochs": args.epochs}}, cpus_per_worker=float(args.threads),
                       balance_classes=args.balance, log_every=0, score_test=False, num_cpus=args.threads + 1,
-                      use_gpu=use_gpu, cache_shards=args.cache_shards)
+                      use_gpu=use_gpu, cache_shards=args.cache_shards,
+                      prefetch_batches=args.prefetch)
     cfg.model.backbone = args.backbone
     storage, planned = plan(cfg)
     job = planned[0][1][0]
@@ -109,7 +111,7 @@ def main() -> None:
     # whole epochs as the runner times them: training + validation
     epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
     wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
-    print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  cache_shards={args.cache_shards} balance={args.balance}  (whole run incl. start-up {ray_s:.0f}s)")
+    print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  cache_shards={args.cache_shards} balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {ray_s:.0f}s)")
     print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
     print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
           f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")

@@ -92,6 +92,11 @@ class TrainConfig:
     """Read each trainer's Parquet shards once into Ray's object store (``materialize``) and stream
     every epoch from there, instead of re-reading and decoding the files each epoch. For shards
     that fit in the object store (the demo, small stages); leave off for full-size datasets."""
+    prefetch_batches: int = 2
+    """Batches each worker prepares ahead (``iter_torch_batches``); Ray Data converts them, class
+    balancing included, in up to this many threads (capped at 4) while the step runs. On GPU
+    nodes with CPUs to spare, 4 (measured on one H100, efficientnet_b4 at 224 px: 204 vs 174
+    samples/s with 2)."""
     shuffle_buffer: int = 256
     """Rows in each worker's local shuffle buffer."""
     balance_classes: bool = True
@@ -415,7 +420,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     def batches(name: str, batch_size: int, shuffle: bool, rates: dict[int, float] | None = None):
         return ray.train.get_dataset_shard(name).iter_torch_batches(
-            batch_size=batch_size, prefetch_batches=2, device=device,
+            batch_size=batch_size, prefetch_batches=cfg.prefetch_batches, device=device,
             collate_fn=ClipCollate(rates, seed=(cfg.seed, runner.epoch, rank)), pin_memory=cfg.use_gpu,
             local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None)
 
