@@ -113,6 +113,31 @@ def test_s3_storage_chains_stages_through_the_bucket(ray_head, s3_server, tmp_pa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
 
 
+def test_driver_side_test_scoring_matches_the_workers(ray_head, tmp_path):
+    """The fallback (the driver scores the exported checkpoint with a Ray Data job, used when a
+    restarted worker never saw the best epoch) gives the numbers the workers wrote."""
+    config = make_config(tmp_path, "scored", ["cm"], stages=["ffpp"], stage_overrides={"ffpp": {"epochs": 1}})
+    log = tmp_path / "scored.log"
+    proc = start_train(config, ray_head["gcs"], log)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    workers = json.loads((tmp_path / "runs" / "scored" / "cm-ffpp" / "test_scores.json").read_text())
+    assert workers["test_scored_epoch"] == 1
+    script = (
+        "import json\n"
+        "from ray_jobs.cluster import init_ray\n"
+        "from ray_jobs.train import TrainConfig, plan, score_test\n"
+        f"cfg = TrainConfig.load({str(config)!r})\n"
+        "storage, planned = plan(cfg, skip_complete=False)\n"
+        f"init_ray({ray_head['gcs']!r})\n"
+        "print('SCORES ' + json.dumps(score_test(planned[0][1][0], cfg, storage)))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    driver = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SCORES "))[7:])
+    for key in ("test_n", "test_video_n", "test_auc", "test_video_auc", "test_log_loss", "test_video_log_loss"):
+        assert driver[key] == pytest.approx(workers[key], abs=1e-5), key
+
+
 def _worker_pids() -> list[int]:
     out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
