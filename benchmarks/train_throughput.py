@@ -22,15 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests.helpers writes default shards
 
 
 def plain_loop(job, batch_size: int, epochs: int, threads: int, device: str = "cpu") -> list[dict]:
-    from data_pipeline.shards import rows_to_batch
+    from data_pipeline.shards import iter_shard_batches
     from ray_jobs.runner import SpecialistRunner
     from specialists.model import SpecialistModel
 
@@ -38,14 +36,9 @@ def plain_loop(job, batch_size: int, epochs: int, threads: int, device: str = "c
     runner = SpecialistRunner(SpecialistModel(job.model).to(device), job.recipe, device=device, log_every=0)
     files = job.train_files[0]
 
-    def batches():
-        for f in files:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
-                yield rows_to_batch(pa.Table.from_batches([rb]))
-
     out = []
     for _ in range(epochs):
-        out.append(runner.train_epoch(batches()))
+        out.append(runner.train_epoch(iter_shard_batches(files, batch_size)))
         runner.epoch += 1
     return out
 

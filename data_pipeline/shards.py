@@ -273,6 +273,16 @@ def read_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = None
 
 # --------------------------------------------------------------------------- training batches
 
+def iter_shard_batches(files: Iterable[str | os.PathLike[str]], batch_size: int,
+                       columns: Sequence[str] | None = None, extras: Sequence[str] = ()):
+    """Training-batch tensors (:func:`rows_to_batch`) of shard files read in order, ``batch_size``
+    rows at a time (a file's last batch may be smaller), without loading whole files: for a
+    single process (scoring a split in a worker, benchmarks); training streams with Ray Data."""
+    for f in files:
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
+            yield rows_to_batch(pa.Table.from_batches([rb]), extras=extras)
+
+
 
 def _column(batch: Any, name: str) -> np.ndarray:
     if isinstance(batch, pa.Table):

@@ -45,6 +45,12 @@ def unwrap(model: nn.Module) -> SpecialistModel:
     return model  # type: ignore[return-value]
 
 
+def improves(history: list[dict]) -> bool:
+    """Whether the last epoch of ``history`` beats every earlier one on validation AUC (a tie does
+    not): the rule for the weights a stage keeps and the epochs it checkpoints."""
+    return history[-1]["val_auc"] > max((h["val_auc"] for h in history[:-1]), default=-1.0)
+
+
 def amp_settings(device: torch.device) -> tuple[bool, torch.dtype | None]:
     """(enabled, dtype): bf16 on CUDA where supported, else fp16; disabled on CPU."""
     if device.type != "cuda":
@@ -214,7 +220,7 @@ class SpecialistRunner:
                        "chunk_done": self.epoch % self.recipe.epochs == 0,
                        "epoch_time_s": time.perf_counter() - t0}
             self.history.append({k: metrics[k] for k in HISTORY_KEYS})
-            if keep_best and val["val_auc"] > max((h["val_auc"] for h in self.history[:-1]), default=-1.0):
+            if keep_best and improves(self.history):
                 weights = {k: v.detach().to("cpu", copy=True) for k, v in self.core.state_dict().items()}
                 self.best = (self.epoch, val["val_auc"], weights)
             self.log(f"epoch {self.epoch}/{self.recipe.total_epochs} train_loss {train['train_loss']:.4f} "

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_pipeline.shards import list_complete_shards, parse_shard_name
@@ -336,7 +335,7 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
     every rank. ``None`` when this process has not seen the best epoch (it was restored after
     it): the driver then scores the exported checkpoint with a Ray Data job instead."""
     import torch
-    from data_pipeline.shards import rows_to_batch
+    from data_pipeline.shards import iter_shard_batches
 
     if runner.best is None:
         return None
@@ -345,10 +344,10 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
     videos: list = []
 
     def tensors():
-        for f in job.test_files[rank::world_size]:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=cfg.val_batch_size, columns=TEST_COLUMNS):
-                videos.extend(b.column("video_id").to_pylist())
-                yield rows_to_batch(pa.Table.from_batches([b]))
+        for b in iter_shard_batches(job.test_files[rank::world_size], cfg.val_batch_size, TEST_COLUMNS,
+                                    extras=("video_id",)):
+            videos.extend(b["video_id"])
+            yield b
 
     probs, labels = runner.predict(tensors())
     part = (probs.double().cpu().numpy(), labels.cpu().numpy(), np.asarray(videos, dtype=object))
@@ -366,9 +365,10 @@ def checkpoint_due(history: list[dict], chunk_done: bool, total_epochs: int, eve
     """Whether the epoch just ended (the last of ``history``) is checkpointed: when it improves
     the best validation AUC so far (ties do not), ends a chunk or the stage, or every ``every``
     epochs (0: never for that reason). The same on every rank: validation metrics are global."""
-    epoch, auc = history[-1]["epoch"], history[-1]["val_auc"]
-    improved = auc > max((h["val_auc"] for h in history[:-1]), default=-1.0)
-    return improved or chunk_done or epoch == total_epochs or (every > 0 and epoch % every == 0)
+    from ray_jobs.runner import improves
+
+    epoch = history[-1]["epoch"]
+    return improves(history) or chunk_done or epoch == total_epochs or (every > 0 and epoch % every == 0)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -586,7 +586,7 @@ def train_specialists(chains: dict[str, list[Job]], cfg: TrainConfig, storage: S
                                   verbose=0),
     )
     results = tuner.fit()
-    failed = [(jobs[0].specialist, r.error) for jobs, r in zip(chains.values(), results) if r.error]
+    failed = [(r.config["jobs"][0].specialist, r.error) for r in results if r.error]
     if failed:
         raise RuntimeError(f"{len(failed)} specialist chain(s) failed ({', '.join(k for k, _ in failed)}); first: "
                            f"{str(failed[0][1]).strip().splitlines()[-1]}")
