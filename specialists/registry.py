@@ -60,9 +60,20 @@ class SpecialistSpec:
     detects: str
     branches: tuple[BranchSpec, ...]
     view: InputView = InputView.RGB
+    residual: bool = False
+    """The branches also see the view's high-frequency residual (the view minus its 3x3 local
+    mean, see :func:`specialists.branches.high_pass`), stacked after it: doubles the module's
+    input channels. For specialists whose artefacts are fine texture (codec blocks, missing
+    detail after upscaling, sensor noise, blending seams) that a from-scratch network otherwise
+    has to learn to isolate first."""
     uses_audio: bool = False
     pool_size: int = 7
     notes: str = field(default="", compare=False)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the module's branches: the view's, twice with the residual."""
+        return self.view.in_channels * (2 if self.residual else 1)
 
     @property
     def channels(self) -> int:

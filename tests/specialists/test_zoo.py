@@ -3,7 +3,7 @@ import torch
 
 from specialists import (BranchSpec, SpecialistError, SpecialistSpec, create_model, get_spec, list_specialists,
                          register_specialist)
-from specialists.branches import SpecialistModule
+from specialists.branches import RESIDUAL_GAIN, SpecialistModule, high_pass
 from tests.helpers import TINY
 
 # design section 2: the seed's contract numbers
@@ -79,6 +79,34 @@ def test_image_specialist_uses_centre_frame_only():
     changed[:, 0] = torch.rand_like(changed[:, 0])
     with torch.no_grad():
         assert torch.allclose(model(frames), model(changed))
+
+
+def test_high_pass_residual_is_zero_on_flat_images_and_keeps_fine_texture():
+    flat = torch.full((1, 3, 16, 16), 0.7)
+    assert torch.allclose(high_pass(flat), torch.zeros_like(flat), atol=1e-6)  # edges included
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
+    img = checker.float().expand(1, 3, 16, 16)
+    # interior pixel minus the mean of its 3x3: a 1 has 5 ones around it (itself, 4 diagonals),
+    # a 0 has 4 (its edge neighbours)
+    assert (img[0, 0, 5, 6], img[0, 0, 5, 5]) == (1, 0)
+    assert high_pass(img)[0, 0, 5, 6] == pytest.approx((1 - 5 / 9) * RESIDUAL_GAIN)
+    assert high_pass(img)[0, 0, 5, 5] == pytest.approx((0 - 4 / 9) * RESIDUAL_GAIN)
+
+
+@pytest.mark.parametrize("key", ["cm", "rr", "bg", "ll"])
+def test_single_frame_specialists_see_their_view_and_its_residual(key):
+    spec = get_spec(key)
+    assert spec.residual and spec.in_channels == 2 * spec.view.in_channels == 6
+    module = SpecialistModule(spec)
+    assert all(b.conv.in_channels == 6 for b in module.branches.values())
+    # the residual is a real input: a change that only affects fine texture changes the output
+    torch.manual_seed(0)
+    model = create_model(key, **TINY).eval()
+    smooth = torch.full((2, 4, 3, 32, 32), 0.5)
+    textured = smooth + 0.02 * (torch.rand(2, 1, 3, 32, 32) - 0.5)
+    with torch.no_grad():
+        assert not torch.allclose(model(smooth), model(textured))
+    assert not get_spec("tm").residual and get_spec("tm").in_channels == 9
 
 
 def test_audio_visual_runs_with_and_without_audio():
