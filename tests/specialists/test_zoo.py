@@ -106,7 +106,7 @@ def test_single_frame_specialists_see_their_view_and_its_residual(key):
     textured = smooth + 0.02 * (torch.rand(2, 1, 3, 32, 32) - 0.5)
     with torch.no_grad():
         assert not torch.allclose(model(smooth), model(textured))
-    assert get_spec("tm").in_channels == 18 and get_spec("av").in_channels == 9  # motion (+ residual)
+    assert get_spec("tm").in_channels == get_spec("av").in_channels == 18  # motion + residual
 
 
 def test_audio_visual_runs_with_and_without_audio():
