@@ -14,7 +14,7 @@ in the same style:
   (5x5), the luminance response curve (5x5) and detail recovery in shadows (7x7).
 
 Temporal specialists (TM, and AV for mouth motion) use the ``motion`` view; AV also fuses an
-aligned audio window when the clip has one; motion already exposes what changes between frames.
+aligned audio window when the clip has one.
 
 The four single-frame specialists (CM, RR, BG, LL) also get their view's high-pass residual
 (``residual=True``): codec blocks and quantisation (CM), missing detail of an upscaled face (RR),
