@@ -283,7 +283,6 @@ def iter_shard_batches(files: Iterable[str | os.PathLike[str]], batch_size: int,
             yield rows_to_batch(pa.Table.from_batches([rb]), extras=extras)
 
 
-
 def _column(batch: Any, name: str) -> np.ndarray:
     if isinstance(batch, pa.Table):
         return batch.column(name).to_numpy(zero_copy_only=False)
