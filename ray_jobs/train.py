@@ -365,7 +365,8 @@ def checkpoint_due(history: list[dict], chunk_done: bool, total_epochs: int, eve
     """Whether the epoch just ended (the last of ``history``) is checkpointed: when it improves
     the best validation AUC so far (ties do not), ends a chunk or the stage, or every ``every``
     epochs (0: never for that reason). The same on every rank: validation metrics are global."""
-    from ray_jobs.runner import improves  # here: ray_jobs.runner imports torch, this module does not
+    from ray_jobs.runner import improves  # here: the runner pulls in torchmetrics, which the processes
+    # that only plan or drive trainers (the driver, Tune trials) do not need
 
     epoch = history[-1]["epoch"]
     return improves(history) or chunk_done or epoch == total_epochs or (every > 0 and epoch % every == 0)
