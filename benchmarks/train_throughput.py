@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--balance", action="store_true", help="TrainConfig.balance_classes for the Ray path")
     ap.add_argument("--cache-shards", action="store_true", help="TrainConfig.cache_shards for the Ray path")
     ap.add_argument("--prefetch", type=int, default=2, help="TrainConfig.prefetch_batches for the Ray path")
+    ap.add_argument("--frames", choices=["uint8", "float", "both"], default="uint8",
+                    help="TrainConfig.uint8_frames for the Ray path: uint8 to the device (default), "
+                         "float32 from the prefetch threads, or both, one after the other")
     ap.add_argument("--plain-only", action="store_true", help="time the plain loop only (no Ray)")
     args = ap.parse_args()
     use_gpu = args.device.startswith("cuda")
@@ -94,22 +97,24 @@ def main() -> None:
     from ray_jobs.cluster import init_ray
 
     init_ray(None, cfg.num_cpus)
-    t = time.time()
-    result = build_trainer(job, cfg, storage).fit()
-    ray_s = time.time() - t
-    df = result.metrics_dataframe.sort_values("epoch")
+    for frames in (["uint8", "float"] if args.frames == "both" else [args.frames]):
+        cfg.uint8_frames = frames == "uint8"
+        t = time.time()
+        result = build_trainer(job, cfg, storage, run_name=f"bench-{frames}").fit()
+        ray_s = time.time() - t
+        df = result.metrics_dataframe.sort_values("epoch")
 
-    later = df[df["epoch"] > 1]
-    ray_sps = later["train_samples"].sum() / (later["train_samples"] / later["train_samples_per_s"]).sum()
-    # whole epochs as the runner times them: training + validation
-    epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
-    wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
-    print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  cache_shards={args.cache_shards} balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {ray_s:.0f}s)")
-    print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
-    print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
-          f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
-    print(f"Ray data-wait share: {wait * 100:.1f}% of step time   (target < 5%)")
-
+        later = df[df["epoch"] > 1]
+        ray_sps = later["train_samples"].sum() / (later["train_samples"] / later["train_samples_per_s"]).sum()
+        # whole epochs as the runner times them: training + validation
+        epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
+        wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
+        print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  frames={frames} cache_shards={args.cache_shards} "
+              f"balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {ray_s:.0f}s)")
+        print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
+        print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
+              f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
+        print(f"Ray data-wait share: {wait * 100:.1f}% of step time   (target < 5%)")
 
 if __name__ == "__main__":
     main()

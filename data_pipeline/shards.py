@@ -299,10 +299,19 @@ def _default_audio_shape() -> tuple[int, int]:
     return cfg.n_mels, cfg.window_steps
 
 
+def frames_to_float(frames: "torch.Tensor") -> "torch.Tensor":
+    """uint8 frames in ``[0, 255]`` as float32 in ``[0, 1]``, on their own device; float frames
+    pass through unchanged."""
+    import torch
+
+    return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
 def rows_to_batch(
     batch: Mapping[str, Any] | pa.Table,
     audio_shape: tuple[int, int] | None = None,
     extras: Sequence[str] = (),
+    uint8_frames: bool = False,
 ) -> dict[str, Any]:
     """Turn a batch of clip rows into the training-batch tensors of ``docs/architecture.md``.
 
@@ -313,9 +322,11 @@ def rows_to_batch(
         audio_shape: ``(n_mels, n_steps)`` used for the zero audio of a batch in which no clip
             has audio; default: the shape of the batch's audio, else :class:`~.video.AudioConfig`'s.
         extras: further columns passed through as Python lists (e.g. ``("method", "video_id")``).
+        uint8_frames: leave ``frames`` uint8 in ``[0, 255]`` for the training device to convert
+            (:func:`frames_to_float`): a quarter of the bytes to pin and copy to a GPU.
 
     Returns:
-        ``frames`` float32 ``(B, T, 3, S, S)`` in ``[0, 1]``; ``audio`` float32
+        ``frames`` float32 ``(B, T, 3, S, S)`` in ``[0, 1]`` (uint8 with ``uint8_frames``); ``audio`` float32
         ``(B, n_mels, n_steps)``, zeros where absent; ``has_audio`` bool ``(B,)``; ``label``
         int64 ``(B,)``; plus ``extras``.
     """
@@ -337,7 +348,9 @@ def rows_to_batch(
         if clip.size != per_clip:
             raise ShardError(f"frames of row {i} hold {clip.size} bytes, expected T*S*S*3 = {per_clip}")
         flat[i] = clip
-    frames = torch.from_numpy(flat.reshape(b, T, S, S, 3)).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    frames = torch.from_numpy(flat.reshape(b, T, S, S, 3)).permute(0, 1, 4, 2, 3)
+    if not uint8_frames:
+        frames = frames_to_float(frames)
 
     has_audio = np.asarray(_column(batch, "has_audio"), dtype=bool)
     raw_audio = _column(batch, "audio")

@@ -60,15 +60,19 @@ class ClipCollate(NumpyBatchCollateFn):
 
     ``rates``: class-balance each batch (:func:`balance_batch`) with a generator seeded by
     ``seed`` and the batch's content, so draws do not depend on which prefetch thread runs first.
+    ``uint8_frames``: leave the frames uint8 for the training device to convert
+    (:func:`~data_pipeline.shards.frames_to_float`).
     """
 
-    def __init__(self, rates: dict[int, float] | None = None, seed: Sequence[int] = (0,)):
+    def __init__(self, rates: dict[int, float] | None = None, seed: Sequence[int] = (0,),
+                 uint8_frames: bool = False):
         self.rates = rates
         self.seed = list(seed)
+        self.uint8_frames = uint8_frames
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         if self.rates is not None:
             labels = np.ascontiguousarray(np.asarray(batch["label"], dtype=np.int64))
             content = [zlib.crc32(labels.tobytes()), zlib.crc32(bytes(batch["frames"][0]))] if len(labels) else []
             batch = balance_batch(batch, self.rates, np.random.default_rng([*self.seed, *content]))
-        return rows_to_batch(batch)
+        return rows_to_batch(batch, uint8_frames=self.uint8_frames)

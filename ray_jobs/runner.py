@@ -27,6 +27,7 @@ import torchmetrics
 from torch import nn
 
 from data_pipeline.augment import augment_batch, build_augmentation
+from data_pipeline.shards import frames_to_float
 from ray_jobs.config import StageRecipe
 from specialists.losses import LossKind, build_loss
 from specialists.model import SpecialistModel
@@ -106,7 +107,12 @@ class SpecialistRunner:
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        """The batch's tensors on the runner's device; uint8 frames become float in ``[0, 1]``
+        there (``rows_to_batch(uint8_frames=True)``: a quarter of the bytes to copy)."""
+        out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        if torch.is_tensor(out.get("frames")):
+            out["frames"] = frames_to_float(out["frames"])
+        return out
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["frames"], batch.get("audio"), batch.get("has_audio"))

@@ -73,3 +73,23 @@ def test_balancing_copies_each_row_floor_or_ceil_of_its_expected_count():
         assert copies.sum() == 32
         assert ((copies == np.floor(expected)) | (copies == np.ceil(expected))).all()
         assert abs(out["label"].mean() - 0.5) <= 1 / 32 + 1e-9
+
+
+def test_uint8_frames_become_the_same_floats_on_the_runners_device(tmp_path):
+    from ray_jobs.config import StageChain
+    from ray_jobs.runner import SpecialistRunner
+    from specialists import create_model
+    from tests.helpers import TINY
+
+    batch = _clip_rows(tmp_path)
+    as_float = ClipCollate()(batch)
+    as_uint8 = ClipCollate(uint8_frames=True)(batch)  # what the training stream ships by default
+    assert as_uint8["frames"].dtype == torch.uint8 and as_uint8["frames"].shape == as_float["frames"].shape
+    runner = SpecialistRunner(create_model("cm", **TINY), StageChain.load().get("stage1"), log_every=0)
+    moved = runner._to_device(as_uint8)
+    assert moved["frames"].dtype == torch.float32
+    assert torch.equal(moved["frames"], as_float["frames"])  # float batches pass through as they are
+    assert torch.equal(runner._to_device(as_float)["frames"], as_float["frames"])
+    runner.model.eval()
+    with torch.no_grad():  # and the model sees the same input either way
+        assert torch.equal(runner.forward(moved), runner.forward(runner._to_device(as_float)))
