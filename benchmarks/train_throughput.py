@@ -109,12 +109,15 @@ def main() -> None:
         # whole epochs as the runner times them: training + validation
         epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
         wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
+        step_wait = float((later["data_wait_step_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
         print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  frames={frames} cache_shards={args.cache_shards} "
               f"balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {ray_s:.0f}s)")
         print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
         print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
               f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
         print(f"Ray data-wait share: {wait * 100:.1f}% of step time   (target < 5%)")
+        print(f"  of which          : {later['data_wait_first_s'].mean():.2f}s per epoch for its first batch "
+              f"(stream start, shuffle-buffer fill); {step_wait * 100:.1f}% of the time after it")
 
 if __name__ == "__main__":
     main()

@@ -123,14 +123,17 @@ class SpecialistRunner:
 
     # ----------------------------------------------------------------------------- epochs
     def train_epoch(self, batches: Iterable[dict]) -> dict:
-        """One pass over ``batches``; returns train loss, samples, throughput and data-wait share."""
+        """One pass over ``batches``; returns train loss, samples, throughput and data-wait share
+        (of the whole epoch; the wait for its first batch in seconds; the share after it)."""
         torch.manual_seed(self.seed * 100_003 + self.epoch * 1_009 + self.rank)
         self.model.train()
-        total_loss, samples, steps, wait = 0.0, 0, 0, 0.0
+        total_loss, samples, steps, wait, first_wait = 0.0, 0, 0, 0.0, 0.0
         start = tick = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         for batch in batches:
             wait += time.perf_counter() - tick
+            if steps == 0:
+                first_wait = wait
             batch = self._to_device(batch)
             frames = augment_batch(batch["frames"], self.augment)
             batch = {**batch, "frames": frames}
@@ -155,8 +158,13 @@ class SpecialistRunner:
         elapsed = time.perf_counter() - start
         if samples == 0:
             raise ValueError(f"[{self.tag}] epoch {self.epoch + 1}: the training data yielded no batch")
+        # data wait split in two: the first batch (the stream starting: reads, shuffle buffer
+        # fill), a fixed cost per epoch, and the steps after it, which prefetching should hide
+        later = elapsed - first_wait
         return {"train_loss": total_loss / samples, "train_samples": samples,
-                "train_samples_per_s": samples / elapsed, "data_wait_frac": wait / elapsed, "lr": lr}
+                "train_samples_per_s": samples / elapsed, "data_wait_frac": wait / elapsed,
+                "data_wait_first_s": first_wait,
+                "data_wait_step_frac": (wait - first_wait) / later if later > 0 else 0.0, "lr": lr}
 
     @torch.no_grad()
     def predict(self, batches: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:
