@@ -108,6 +108,14 @@ class TrainConfig:
     ``WeightedRandomSampler`` with replacement). The weighted-focal loss then weights both
     classes 1, since its weights would correct a label imbalance the stream no longer has."""
     seed: int = 0
+    """Seeds the model's initialisation, dropout and augmentation draws, class balancing, and the
+    data order: the order of shard files (or cached blocks) and each worker's local shuffle,
+    both drawn anew every epoch from this seed and the epoch."""
+    preserve_order: bool = False
+    """Have Ray Data deliver blocks and batches in a fixed order (``preserve_order``), so that with
+    the seeded shuffles a run trains on the same batches every time and reproduces its numbers
+    (on the same hardware and worker count). Off by default: on large streamed datasets it can
+    hold a fast read task behind a slow one."""
     keep_checkpoints: int = 2
     """Checkpoints kept per trainer, by best validation AUC (the latest is always kept too)."""
     checkpoint_every: int = 1
@@ -288,30 +296,36 @@ TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id"]
 TEST_SCORES_FILE = "test_scores.json"
 
 
-def configure_ray_data() -> None:
+def configure_ray_data(preserve_order: bool = False) -> None:
     """Ray Data settings for this process' datasets: quiet progress, and the V1 Parquet reader,
     whose tasks honour ``data_cpus`` (V2's file-listing task asks for a whole CPU, which stalls
-    on small machines where training workers hold fractional CPUs)."""
+    on small machines where training workers hold fractional CPUs); ``preserve_order``: see
+    :attr:`TrainConfig.preserve_order`."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.use_datasource_v2 = False
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = preserve_order
 
 
 def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     import ray.data
+    from ray.data import FileShuffleConfig, RandomSeedConfig
 
-    configure_ray_data()
+    configure_ray_data(cfg.preserve_order)
     read_args = {"num_cpus": cfg.data_cpus, "columns": TRAIN_COLUMNS}
     datasets = {}
 
+    # seeded, and reseeded with every execution (epoch): another order each epoch, the same
+    # orders in every run
     def read(files: list[str], shuffle: bool):
         if not cfg.cache_shards:
-            return ray.data.read_parquet(files, shuffle="files" if shuffle else None, **read_args)
+            return ray.data.read_parquet(files, shuffle=FileShuffleConfig(seed=cfg.seed) if shuffle else None,
+                                         **read_args)
         ds = ray.data.read_parquet(files, **read_args).materialize()
-        return ds.randomize_block_order() if shuffle else ds  # a new block order every epoch
+        return ds.randomize_block_order(seed=RandomSeedConfig(seed=cfg.seed)) if shuffle else ds
 
     for i, files in enumerate(job.train_files):
         datasets[f"train_{i}"] = read(files, shuffle=True)  # class balancing: in the worker
@@ -429,7 +443,8 @@ def train_loop_per_worker(config: dict) -> None:
             batch_size=batch_size, prefetch_batches=cfg.prefetch_batches, device=device,
             collate_fn=ClipCollate(rates, seed=(cfg.seed, runner.epoch, rank), uint8_frames=cfg.uint8_frames),
             pin_memory=cfg.use_gpu,
-            local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None)
+            local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None,
+            local_shuffle_seed=(cfg.seed * 100_003 + runner.epoch * 1_009 + rank) if shuffle else None)
 
     def train_batches(epoch: int):
         chunk = runner.chunk_of(epoch)
@@ -482,6 +497,7 @@ def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | 
     """The ``TorchTrainer`` of one job. ``test_scores_token``: workers also score the test split
     with the best-by-validation weights and rank 0 writes ``<name>/<run>/test_scores.json``
     tagged with this token (the chain's report; sweeps never pass it)."""
+    from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -504,7 +520,8 @@ def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | 
                                      resources_per_worker=resources),
         datasets=build_datasets(job, cfg),
         # one worker streams whole datasets: no split coordinator (an actor per dataset) needed
-        dataset_config=DataConfig(datasets_to_split="all" if cfg.num_workers > 1 else []),
+        dataset_config=DataConfig(datasets_to_split="all" if cfg.num_workers > 1 else [],
+                                  execution_options=ExecutionOptions(preserve_order=cfg.preserve_order)),
         run_config=run_config,
     )
 
