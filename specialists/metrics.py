@@ -14,7 +14,7 @@ EPS = 1e-7
 
 
 def _t(x) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: inputs may be read-only views
 
 
 def auc(probs, labels) -> float:
