@@ -59,6 +59,13 @@ def amp_settings(device: torch.device) -> tuple[bool, torch.dtype | None]:
     return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def _write_stderr(msg: str) -> None:
+    # not print(): Ray Train patches print in its workers to log each line and also pass it on,
+    # so every progress line reached the driver twice
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
 class SpecialistRunner:
     """One (specialist, stage) training run: optimiser, scheduler, loss, AMP, metrics, progress."""
 
@@ -73,7 +80,7 @@ class SpecialistRunner:
         self.rank = rank
         self.log_every = log_every
         self.tag = tag or f"{self.core.config.specialist}/{recipe.name}"
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log or _write_stderr
         self.core.set_dropout(recipe.dropout)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(

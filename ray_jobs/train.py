@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -127,6 +128,10 @@ class TrainConfig:
     """Worker failures a trainer survives (restarting from its last checkpoint)."""
     log_every: int = 20
     """Print training progress every this many steps."""
+    train_log_level: str = "INFO"
+    """Level of Ray Train's own console logs (``RunConfig.logging_config``): ``WARNING`` hides its
+    per-report and per-checkpoint lines; the runner's epoch lines and Ray Train's log files are
+    unaffected."""
     address: str | None = None
     """Ray cluster to join (default: the job's cluster under ``ray job submit``, else a local Ray)."""
     num_cpus: int | None = None
@@ -233,6 +238,8 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
         raise ConfigError(str(e)) from None
     if cfg.num_workers < 1 and cfg.use_gpu:
         raise ConfigError("use_gpu needs num_workers >= 1")
+    if not isinstance(logging.getLevelName(str(cfg.train_log_level).upper()), int):
+        raise ConfigError(f"train_log_level {cfg.train_log_level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
     planned = []
     trained_here = {s.name for s in stages}
     for stage in stages:
@@ -391,6 +398,17 @@ def checkpoint_due(history: list[dict], chunk_done: bool, total_epochs: int, eve
     return improves(history) or chunk_done or epoch == total_epochs or (every > 0 and epoch % every == 0)
 
 
+def quiet_train_report_logger(level: str) -> None:
+    """Apply ``train_log_level`` to Ray Train's per-report line ("Reporting training result ...").
+    Ray 2.60 names that module's logger by its file path, not ``ray.train...``, so the run's
+    ``LoggingConfig`` does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: nothing to adjust
+        return
+    logging.getLogger(train_context.__file__).setLevel(level.upper())
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker: a thin wrapper around :class:`SpecialistRunner`."""
     import ray.train
@@ -407,6 +425,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg: TrainConfig = config["cfg"]
     storage: Storage = config["storage"]
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    quiet_train_report_logger(cfg.train_log_level)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
@@ -498,7 +517,7 @@ def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | 
     with the best-by-validation weights and rank 0 writes ``<name>/<run>/test_scores.json``
     tagged with this token (the chain's report; sweeps never pass it)."""
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": cfg.cpus_per_worker}
@@ -512,6 +531,7 @@ def build_trainer(job: Job, cfg: TrainConfig, storage: Storage, run_name: str | 
                                            checkpoint_score_attribute="val_auc", checkpoint_score_order="max"),
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks or [],
+        logging_config=LoggingConfig(log_level=cfg.train_log_level),
     )
     return TorchTrainer(
         train_loop_per_worker,

@@ -236,6 +236,7 @@ def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
     ({"shards": {"ffpp": "/nonexistent/shards"}}, "stage ffpp: shard folder for 'ffpp' not found: /nonexistent/shards"),
     ({"stages": ["celebdf"]}, "stage celebdf: its predecessor 'ffpp' has no final checkpoint for 'cm'"),
     ({"storage_path": "FILE/sub"}, "is not writable"),
+    ({"train_log_level": "LOUD"}, "train_log_level 'LOUD' is not a logging level"),
 ])
 def test_bad_run_configs_fail_before_any_worker_starts(tmp_path, change, message):
     if change.get("storage_path") == "FILE/sub":
