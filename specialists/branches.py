@@ -5,7 +5,8 @@ differs. The branches see the specialist's view of the clip (:func:`clip_view`),
 high-pass residual stacked on when the spec asks for it (:func:`high_pass`). Each branch is
 ``conv(k x k) -> BatchNorm -> GELU -> AdaptiveAvgPool(7)``; the branch maps are concatenated
 (``channels`` maps of 7x7) and fused by attention: a channel gate (squeeze and excitation across
-all branches, so branches re-weight each other) followed by a spatial gate over the 7x7 grid. The result is flattened to ``channels * 7 * 7`` features.
+all branches, so branches re-weight each other) followed by a spatial gate over the 7x7 grid.
+The result is flattened to ``channels * 7 * 7`` features.
 """
 
 from __future__ import annotations

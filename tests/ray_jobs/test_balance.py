@@ -88,7 +88,8 @@ def test_uint8_frames_become_the_same_floats_on_the_runners_device(tmp_path):
     runner = SpecialistRunner(create_model("cm", **TINY), StageChain.load().get("stage1"), log_every=0)
     moved = runner._to_device(as_uint8)
     assert moved["frames"].dtype == torch.float32
-    assert torch.equal(moved["frames"], as_float["frames"])  # float batches pass through as they are
+    assert torch.equal(moved["frames"], as_float["frames"])
+    # float batches pass through as they are
     assert torch.equal(runner._to_device(as_float)["frames"], as_float["frames"])
     runner.model.eval()
     with torch.no_grad():  # and the model sees the same input either way
