@@ -182,6 +182,11 @@ class StageRecipe:
     """Progressive training: the dataset's parts are split into this many chunks, trained in order."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Optimiser steps at the start of the stage over which the learning rate rises linearly to
+    ``lr`` (step ``i`` uses ``lr * (i + 1) / warmup_steps``); 0: none. Every stage starts a fresh
+    AdamW, whose first updates are about ``lr`` in size whatever the gradients: a warm-up keeps
+    them from undoing the weights the stage was initialised with."""
     aliases: tuple[str, ...] = ()
     """Other names accepted for this stage (the seed's ``stage1``/``stage2``/``stage4``)."""
 
@@ -196,6 +201,8 @@ class StageRecipe:
             raise ConfigError(f"stage {self.name}: epochs and chunks must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"stage {self.name}: dropout must be in [0, 1), got {self.dropout}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"stage {self.name}: warmup_steps must be >= 0, got {self.warmup_steps}")
 
     @property
     def total_epochs(self) -> int:

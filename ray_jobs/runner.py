@@ -20,7 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torchmetrics
@@ -91,6 +91,7 @@ class SpecialistRunner:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.augment = build_augmentation(recipe.augmentation)
         self.epoch = 0  # completed epochs of this stage
+        self.steps = 0  # optimiser steps taken in this stage (the warm-up counts them)
         self.history: list[dict] = []  # per-epoch metrics, carried in checkpoints across restarts
         self.best: tuple[int, float, dict] | None = None
         """``(epoch, val_auc, model weights on CPU)`` of the best validation AUC seen by this
@@ -112,6 +113,23 @@ class SpecialistRunner:
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
+
+    @contextmanager
+    def _warmup(self):
+        """During the recipe's warm-up, scale the learning rate the epoch's schedule set by
+        ``(steps + 1) / warmup_steps`` for this optimiser step, then restore it."""
+        warmup = self.recipe.warmup_steps
+        if self.steps >= warmup:
+            yield
+            return
+        scheduled = [g["lr"] for g in self.optimizer.param_groups]
+        for g in self.optimizer.param_groups:
+            g["lr"] *= (self.steps + 1) / warmup
+        try:
+            yield
+        finally:
+            for g, lr in zip(self.optimizer.param_groups, scheduled):
+                g["lr"] = lr
 
     def _to_device(self, batch: dict) -> dict:
         """The batch's tensors on the runner's device; uint8 frames become float in ``[0, 1]``
@@ -151,8 +169,10 @@ class SpecialistRunner:
                 raise FloatingPointError(f"[{self.tag}] non-finite loss at epoch {self.epoch + 1} step {steps}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            with self._warmup():
+                self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.steps += 1
             n = batch["label"].shape[0]
             total_loss += loss.item() * n
             samples += n
@@ -260,6 +280,7 @@ class SpecialistRunner:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
+            "steps": self.steps,
             "history": list(self.history),
         }
 
@@ -270,6 +291,8 @@ class SpecialistRunner:
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
+        # a checkpoint without the step count (written before it was kept): no warm-up after an epoch
+        self.steps = int(state.get("steps", self.recipe.warmup_steps if self.epoch else 0))
         self.history = list(state.get("history", []))
 
     def close(self) -> None:

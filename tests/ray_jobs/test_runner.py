@@ -52,9 +52,10 @@ def test_two_chained_stages_learn_and_second_starts_from_first(tmp_path):
     assert m2["val_auc"] > 0.9 and m2["epoch"] == celebdf.total_epochs
 
 
-def test_resume_after_epoch_k_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("warmup_steps", [0, 9], ids=["no-warmup", "warmup-across-the-restart"])
+def test_resume_after_epoch_k_matches_uninterrupted_run(tmp_path, warmup_steps):
     ffpp, _ = _recipes()
-    ffpp = ffpp.replace(epochs=3)
+    ffpp = ffpp.replace(epochs=3, warmup_steps=warmup_steps)  # 6 steps an epoch: 9 outlast epoch 1
 
     torch.manual_seed(0)
     straight = SpecialistRunner(create_model("tm", **TINY), ffpp, seed=7, log_every=0)
@@ -64,17 +65,36 @@ def test_resume_after_epoch_k_matches_uninterrupted_run(tmp_path):
     model = create_model("tm", **TINY)
     first = SpecialistRunner(model, ffpp, seed=7, log_every=0)
     _fit(first, stop_after=1)
+    first_steps = first.steps
     save_checkpoint(tmp_path / "crash", build_payload(first.state_dict(), model.config, ffpp))
     del first
 
     torch.manual_seed(123)  # a fresh process: different init, restored by resume
     again = SpecialistRunner(create_model("tm", **TINY), ffpp, seed=7, log_every=0)
     resume(again, load_checkpoint(tmp_path / "crash"))
-    assert again.epoch == 1
+    assert again.epoch == 1 and again.steps == first_steps
     _fit(again)
     assert again.epoch == straight.epoch == 3
     for (name, a), b in zip(straight.core.state_dict().items(), again.core.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs after resume"
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_leaves_the_schedule():
+    ffpp, _ = _recipes()
+    recipe = ffpp.replace(epochs=2, warmup_steps=4)
+    torch.manual_seed(0)
+    runner = SpecialistRunner(create_model("cm", **TINY), recipe, seed=0, log_every=0)
+    used = []  # the learning rate of every optimiser step
+    runner.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    _fit(runner)
+    per_epoch = len(TRAIN["label"]) // 16
+    assert len(used) == runner.steps == 2 * per_epoch
+    lr = recipe.lr
+    assert used[:4] == pytest.approx([lr / 4, lr / 2, 3 * lr / 4, lr])
+    assert used[4:per_epoch] == pytest.approx([lr] * (per_epoch - 4))
+    # epoch 2 runs at the cosine schedule's rate, untouched by the warm-up
+    eta_min = 0.05 * lr
+    assert used[per_epoch:] == pytest.approx([eta_min + (lr - eta_min) / 2] * per_epoch)
 
 
 def test_init_from_is_weights_only(tmp_path):
