@@ -96,6 +96,9 @@ def test_bad_stage_configs_fail_with_one_line(tmp_path):
     bad.write_text("stages:\n  - {name: a, dataset: ffpp, lr: 0, epochs: 1, loss: focal, dropout: 0.1}\n")
     with pytest.raises(ConfigError, match="lr must be > 0"):
         StageChain.load(bad)
+    bad.write_text("stages:\n  - {name: a, dataset: ffpp, lr: 1, epochs: 1, loss: focal, dropout: 0.1, warmup_steps: -5}\n")
+    with pytest.raises(ConfigError, match="stage a: warmup_steps must be >= 0, got -5"):
+        StageChain.load(bad)
     bad.write_text("stages:\n  - {name: a, dataset: ffpp, lr: 1, epochs: 1, loss: hinge, dropout: 0.1}\n")
     with pytest.raises(ConfigError, match="'hinge' is not one of"):
         StageChain.load(bad)
