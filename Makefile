@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 
-.PHONY: venv install install-test demo test clean
+.PHONY: venv install install-test demo test test-demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest tests -q
+
+# the whole demo under pytest, checking its 0.8 target (about 10 minutes on 2 CPUs; not in `make test`)
+test-demo: $(VENV)/.installed-test
+	INTERCEPTOR_DEMO_TEST=1 $(PY) -m pytest tests/ray_jobs/test_demo_target.py -q
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

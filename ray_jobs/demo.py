@@ -100,12 +100,9 @@ def run_demo(cfg: DemoConfig) -> int:
 
     ensemble = None
     if cfg.evaluate:
-        try:
-            from ray_jobs import evaluate
-        except ImportError:
-            evaluate = None
-        if evaluate is not None and hasattr(evaluate, "run_for_demo"):
-            ensemble = evaluate.run_for_demo(tcfg, out / "evaluation")
+        from ray_jobs import evaluate
+
+        ensemble = evaluate.run_for_demo(tcfg, out / "evaluation")
 
     final = [r for r in rows if r["stage"] == STAGE_DATASETS[-1]]
     failing = [r["specialist"] for r in final if not (r.get("test_video_auc") or 0) > TARGET_TEST_AUC]
