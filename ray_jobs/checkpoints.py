@@ -69,7 +69,7 @@ def build_payload(state: dict, model_config: ModelConfig, recipe: StageRecipe, m
         "stage": recipe.name,
         "recipe": to_dict(recipe),
         "epoch": epoch,
-        "steps": int(state.get("steps", 0)),
+        "steps": int(state["steps"]),
         "chunks_done": epoch // recipe.epochs,
         "stage_complete": epoch >= recipe.total_epochs,
         "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool))},

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ray_jobs.config import CONFIG_DIR, from_dict, load_yaml
 from ray_jobs.demo import TARGET_TEST_AUC, DemoConfig
-from tests.conftest import subprocess_env
+from tests.conftest import BIN, subprocess_env
 
 pytestmark = [
     pytest.mark.ray,
@@ -29,7 +27,7 @@ pytestmark = [
 @pytest.mark.timeout(2400)
 def test_demo_puts_every_specialist_above_the_target(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([str(Path(sys.executable).parent / "interceptor"), "demo", "--out", str(out)],
+    proc = subprocess.run([str(BIN / "interceptor"), "demo", "--out", str(out)],
                           env=subprocess_env(), capture_output=True, text=True, timeout=2300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
