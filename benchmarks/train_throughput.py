@@ -7,8 +7,8 @@ Without ``--shards`` it writes real-schema shards of a learnable task (64 px cli
 Both paths run the same :class:`SpecialistRunner` epochs; the plain loop reads the Parquet files
 with pyarrow in the training process, the Ray path is the train job's own ``TorchTrainer`` (one
 worker streaming its Ray Data shard with ``iter_torch_batches``; class balancing and the
-rows -> tensors conversion run in its prefetch threads, ``ray_jobs/collate.py``). Printed: samples/s of each (epochs after the
-first), their ratio, and the fraction of the Ray loop's step time spent waiting for data.
+rows -> tensors conversion run in its prefetch threads, ``ray_jobs/collate.py``). Printed: samples/s
+of each (epochs after the first), their ratio, and the fraction of the Ray loop's step time spent waiting for data.
 Targets (issue 4): ratio >= 0.9 on CPU, data wait < 5%. ``--device cuda`` runs the loops on the
 GPU with AMP (the runner's bf16 autocast); ``--plain-only`` skips the Ray path (for a machine
 without Ray).
@@ -64,8 +64,9 @@ def main() -> None:
     args = ap.parse_args()
     use_gpu = args.device.startswith("cuda")
 
-    from ray_jobs.storage import Storage
-    from ray_jobs.train import TrainConfig, build_trainer, plan
+    from ray_jobs.config import TrainConfig
+    from ray_jobs.plan import plan
+    from ray_jobs.trainer import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="interceptor-bench-"))
     shards = args.shards
@@ -86,7 +87,8 @@ def main() -> None:
     t = time.time()
     plain = plain_loop(job, args.batch_size, args.epochs, args.threads, args.device)
     plain_s = time.time() - t
-    plain_sps = sum(m["train_samples"] for m in plain[1:]) / sum(m["train_samples"] / m["train_samples_per_s"] for m in plain[1:])
+    plain_sps = (sum(m["train_samples"] for m in plain[1:])
+                 / sum(m["train_samples"] / m["train_samples_per_s"] for m in plain[1:]))
     print(f"shards={shards} specialist={args.specialist} backbone={args.backbone} size={args.size} "
           f"batch={args.batch_size} device={args.device} threads={args.threads} epochs={args.epochs} "
           f"(first epoch excluded)")

@@ -29,13 +29,12 @@ from typing import Any
 import torch
 
 from ray_jobs.config import StageRecipe, from_dict, to_dict
+from ray_jobs.layout import CHECKPOINT_FILE, META_FILE
 from specialists.model import ModelConfig, SpecialistModel
 from specialists.registry import SpecialistError
 
 FORMAT = "interceptor-specialist"
 FORMAT_VERSION = 1
-CHECKPOINT_FILE = "checkpoint.pt"
-META_FILE = "meta.json"
 
 
 class CheckpointError(SpecialistError):

@@ -1,4 +1,6 @@
-"""Typed configs: stage recipes (``configs/stages.yaml``) and the generic dataclass <-> YAML glue.
+"""Typed configs: the generic dataclass <-> YAML glue, stage recipes (``configs/stages.yaml``), the
+stage chain, and the run config of ``interceptor train`` (:class:`TrainConfig`, which the other jobs
+reuse for storage, shards and resources).
 
 Every config in the project is a dataclass with documented fields. :func:`from_dict` builds one
 from plain data (YAML/JSON), converting enums, nested dataclasses, tuples and optionals, and
@@ -21,6 +23,7 @@ import yaml
 from data_pipeline.augment import AugmentationSpec
 from data_pipeline.filters import Preprocessing
 from specialists.losses import LossKind
+from specialists.model import ModelConfig
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 T = TypeVar("T")
@@ -270,3 +273,105 @@ class StageChain:
         """The stage chain from ``path`` (default: the packaged ``configs/stages.yaml``)."""
         path = Path(path) if path else CONFIG_DIR / "stages.yaml"
         return cls.from_dict(load_yaml(path), where=str(path))
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class TrainConfig:
+    """A training run: which specialists through which stages, on which shards, stored where."""
+
+    shards: dict[str, str] = field(default_factory=dict)
+    """Shard folder per dataset (``ffpp``, ``celebdf``, ``dfdc``), written by ``interceptor prepare``
+    with that dataset's stage preprocessing. Must be visible to every node (local or NFS)."""
+    storage_path: str = "runs"
+    """Where runs, checkpoints and reports go: a local/NFS path or ``s3://bucket/prefix``."""
+    s3_endpoint: str | None = None
+    """Custom S3-compatible endpoint, e.g. ``http://127.0.0.1:9000`` (default: AWS or ``AWS_ENDPOINT_URL``)."""
+    name: str = "interceptor"
+    """Experiment name: the folder under ``storage_path``."""
+    specialists: list[str] = field(default_factory=list)
+    """Specialists to train (empty: every registered one)."""
+    stages: list[str] = field(default_factory=list)
+    """Stages to run, by name or seed alias (empty: the whole chain)."""
+    stages_file: str | None = None
+    """Stage chain file (default: the packaged ``ray_jobs/configs/stages.yaml``)."""
+    stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-stage recipe changes, e.g. ``{dfdc: {chunks: 2, epochs: 1}}`` (recorded in checkpoints)."""
+    init_checkpoints: dict[str, str] = field(default_factory=dict)
+    """Per-stage checkpoint folder to initialise from when the predecessor was not trained in this
+    storage; ``{specialist}`` in the path is replaced by the specialist key."""
+    from_sweep: str | None = None
+    """Take each stage's lr / focal gamma / alpha from a finished sweep of that name (``interceptor tune``)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model template (backbone, weights file, widths); image size and clip length come from the shards."""
+    batch_size: int = 32
+    """Per-worker training batch size."""
+    val_batch_size: int = 64
+    """Per-worker validation batch size."""
+    num_workers: int = 1
+    """Ray Train workers (DDP ranks) per trainer."""
+    use_gpu: bool = False
+    """One GPU per worker (``gpus_per_worker``) and AMP."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per training worker; leave some for Ray Data on small machines."""
+    gpus_per_worker: float = 1.0
+    """GPUs per worker when ``use_gpu``."""
+    data_cpus: float = 0.25
+    """CPUs per Ray Data task (shard reads)."""
+    max_concurrent: int = 0
+    """Specialists training at once, each through its stages (0: all selected specialists)."""
+    cache_shards: bool = False
+    """Read each trainer's Parquet shards once into Ray's object store (``materialize``) and stream
+    every epoch from there, instead of re-reading and decoding the files each epoch. For shards
+    that fit in the object store (the demo, small stages); leave off for full-size datasets."""
+    prefetch_batches: int = 2
+    """Batches each worker prepares ahead (``iter_torch_batches``); Ray Data converts them, class
+    balancing included, in up to this many threads (capped at 4) while the step runs. On GPU
+    nodes with CPUs to spare, 4 keeps a GPU busier (docs/experiments.md)."""
+    uint8_frames: bool = True
+    """Stream clip frames to the training device as uint8 and turn them into float there (the
+    runner does, on arrival): a quarter of the bytes through the prefetch queue, memory pinning
+    and the host-to-device copy, and no float conversion on the CPU. False converts to float32
+    in the prefetch threads."""
+    shuffle_buffer: int = 256
+    """Rows in each worker's local shuffle buffer."""
+    balance_classes: bool = True
+    """Resample the training stream so both classes are equally frequent (a streaming
+    ``WeightedRandomSampler`` with replacement). The weighted-focal loss then weights both
+    classes 1, since its weights would correct a label imbalance the stream no longer has."""
+    seed: int = 0
+    """Seeds the model's initialisation, dropout and augmentation draws, class balancing, and the
+    data order: the order of shard files (or cached blocks) and each worker's local shuffle,
+    both drawn anew every epoch from this seed and the epoch."""
+    preserve_order: bool = False
+    """Have Ray Data deliver blocks and batches in a fixed order (``preserve_order``), so that with
+    the seeded shuffles a run trains on the same batches every time and reproduces its numbers
+    (on the same hardware and worker count). Off by default: on large streamed datasets it can
+    hold a fast read task behind a slow one."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept per trainer, by best validation AUC (the latest is always kept too)."""
+    checkpoint_every: int = 1
+    """Report a checkpoint every this many epochs (0: only the ones below). Whatever it is, an
+    epoch that improves the validation AUC, ends a DFDC chunk or ends the stage is checkpointed,
+    so the best-by-validation model and every chunk boundary are always in storage. Larger values
+    save a checkpoint write and upload per epoch, and redo more epochs after a failure."""
+    max_failures: int = 2
+    """Worker failures a trainer survives (restarting from its last checkpoint)."""
+    log_every: int = 20
+    """Print training progress every this many steps."""
+    train_log_level: str = "INFO"
+    """Level of Ray Train's own console logs (``RunConfig.logging_config``): ``WARNING`` hides its
+    per-report and per-checkpoint lines; the runner's epoch lines and Ray Train's log files are
+    unaffected."""
+    address: str | None = None
+    """Ray cluster to join (default: the job's cluster under ``ray job submit``, else a local Ray)."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray started when no cluster is given (default: all)."""
+    score_test: bool = True
+    """Score each finished stage's test split for the report (never used for selection)."""
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "TrainConfig":
+        cfg = from_dict(cls, load_yaml(path)) if path else cls()
+        return apply_overrides(cfg, overrides or [])

@@ -32,9 +32,10 @@ from ray_jobs.config import StageRecipe
 from specialists.losses import LossKind, build_loss
 from specialists.model import SpecialistModel
 
-LOG_LOSS_EPS = 1e-7
-HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_acc_real", "val_acc_fake",
-                "epoch_time_s")  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
+LOG_LOSS_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
+#: per-epoch metrics kept in a stage's history (checkpoints, reports, sweep trials)
+HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_loss", "val_acc_real", "val_acc_fake",
+                "epoch_time_s")
 
 
 def unwrap(model: nn.Module) -> SpecialistModel:

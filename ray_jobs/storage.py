@@ -1,17 +1,7 @@
 """Ray storage for runs and checkpoints: a local folder, NFS, or ``s3://bucket/prefix``.
 
-One :class:`Storage` names a root; every run of the project lives under ``<root>/<name>/``:
-
-```
-<root>/<name>/<specialist>-<stage>/checkpoint_*      Ray Train's run folder (keep-N by val metric)
-<root>/<name>/final/<specialist>-<stage>/            the stage's selected checkpoint (best val AUC)
-    checkpoint.pt  meta.json  COMPLETE.json          COMPLETE.json is written last: the stage is done
-<root>/<name>/sweeps/<stage>/                        Ray Tune sweeps (interceptor tune)
-<root>/<name>/reports/                               per-stage reports of the train job
-```
-
-The next stage finds its predecessor's checkpoint by that predictable name, and a rerun skips every
-(specialist, stage) whose ``COMPLETE.json`` exists. S3-compatible servers are reached with
+One :class:`Storage` names a root; every run of the project lives under ``<root>/<name>/``, laid
+out as :mod:`ray_jobs.layout` draws it. S3-compatible servers are reached with
 ``endpoint`` (``--s3-endpoint http://127.0.0.1:9000`` or ``AWS_ENDPOINT_URL``); credentials come
 from the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION``.
 """
@@ -27,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
-
-COMPLETE_FILE = "COMPLETE.json"
-
 
 class StorageError(OSError):
     """Storage that cannot be used, in one line."""

@@ -125,7 +125,7 @@ def test_driver_side_test_scoring_matches_the_workers(ray_head, tmp_path):
     script = (
         "import json\n"
         "from ray_jobs.cluster import init_ray\n"
-        "from ray_jobs.train import TrainConfig, plan, score_test\n"
+        "from ray_jobs.config import TrainConfig\nfrom ray_jobs.plan import plan\nfrom ray_jobs.trainer import score_test\n"
         f"cfg = TrainConfig.load({str(config)!r})\n"
         "storage, planned = plan(cfg, skip_complete=False)\n"
         f"init_ray({ray_head['gcs']!r})\n"

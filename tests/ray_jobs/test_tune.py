@@ -27,8 +27,7 @@ import yaml
 from ray_jobs.checkpoints import build_payload, save_checkpoint
 from ray_jobs.config import StageChain
 from ray_jobs.runner import SpecialistRunner
-from ray_jobs.storage import COMPLETE_FILE
-from ray_jobs.train import final_parts
+from ray_jobs.layout import COMPLETE_FILE, final_parts
 from specialists import create_model
 from tests.conftest import REPO, subprocess_env
 from tests.helpers import TINY, batches, learnable_clips, write_learnable_shards
@@ -255,7 +254,7 @@ def test_cli_refuses_a_bad_space_with_exit_code_2(workspace):
 
 
 def test_packaged_sweep_config_loads():
-    from ray_jobs.tune import SweepConfig, check_settings
+    from ray_jobs.sweep_config import SweepConfig, check_settings
 
     cfg = SweepConfig.load(REPO / "ray_jobs" / "configs" / "sweep.yaml")
     check_settings(cfg)

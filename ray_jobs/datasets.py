@@ -1,0 +1,48 @@
+"""The Ray Data side of training: the streams a stage's trainer reads, and this process' Ray Data settings."""
+
+from __future__ import annotations
+
+from ray_jobs.config import TrainConfig
+from ray_jobs.plan import Job
+
+TRAIN_COLUMNS = ["frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label"]
+TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id"]
+
+
+def configure_ray_data(preserve_order: bool = False) -> None:
+    """Ray Data settings for this process' datasets: quiet progress, and the V1 Parquet reader,
+    whose tasks honour ``data_cpus`` (V2's file-listing task asks for a whole CPU, which stalls
+    on small machines where training workers hold fractional CPUs); ``preserve_order``: see
+    :attr:`TrainConfig.preserve_order`."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.use_datasource_v2 = False
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = preserve_order
+
+
+def build_datasets(job: Job, cfg: TrainConfig) -> dict:
+    """``train_<chunk>`` per training chunk and ``val``, each a Parquet stream of the stage's shards
+    (or, with ``cache_shards``, read once into the object store)."""
+    import ray.data
+    from ray.data import FileShuffleConfig, RandomSeedConfig
+
+    configure_ray_data(cfg.preserve_order)
+    read_args = {"num_cpus": cfg.data_cpus, "columns": TRAIN_COLUMNS}
+    datasets = {}
+
+    # seeded, and reseeded with every execution (epoch): another order each epoch, the same
+    # orders in every run
+    def read(files: list[str], shuffle: bool):
+        if not cfg.cache_shards:
+            return ray.data.read_parquet(files, shuffle=FileShuffleConfig(seed=cfg.seed) if shuffle else None,
+                                         **read_args)
+        ds = ray.data.read_parquet(files, **read_args).materialize()
+        return ds.randomize_block_order(seed=RandomSeedConfig(seed=cfg.seed)) if shuffle else ds
+
+    for i, files in enumerate(job.train_files):
+        datasets[f"train_{i}"] = read(files, shuffle=True)  # class balancing: in the worker
+    datasets["val"] = read(job.val_files, shuffle=False)
+    return datasets

@@ -1,0 +1,197 @@
+"""Planning a run: which (specialist, stage) still needs training, on which shards, from which weights.
+
+Everything is checked here, on the driver, before any worker starts: bad configs, missing shards,
+a class missing from a chunk, a predecessor without a checkpoint all raise one-line
+``ConfigError``s. The result is plain data (:class:`Job`) that trainers and sweep trials carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from data_pipeline.shards import list_complete_shards, parse_shard_name
+from ray_jobs import layout
+from ray_jobs.config import ConfigError, StageChain, StageRecipe, TrainConfig, from_dict, to_dict
+from ray_jobs.storage import Storage, StorageError
+from specialists.model import ModelConfig
+from specialists.registry import get_spec, list_specialists
+
+
+@dataclass
+class Job:
+    """One (specialist, stage) to train: everything a trial needs, as plain data."""
+
+    specialist: str
+    recipe: StageRecipe
+    model: ModelConfig
+    train_files: list[list[str]]
+    """Training shard files per chunk (one list for unchunked stages)."""
+    val_files: list[str]
+    test_files: list[str]
+    class_counts: list[dict[int, int]]
+    """Training label counts per chunk."""
+    init_parts: list[str] | None
+    """Storage parts of the checkpoint to initialise from (weights only), if any."""
+    init_external: str | None = None
+    """A local/NFS checkpoint folder to initialise from (``init_checkpoints``)."""
+
+    @property
+    def run_name(self) -> str:
+        return layout.run_name(self.specialist, self.recipe.name)
+
+
+@dataclass
+class StageShards:
+    """A stage's complete shards, training files grouped by chunk, and their clip format."""
+
+    stage: StageRecipe
+    train_files: list[list[str]]
+    val: list[str]
+    test: list[str]
+    counts: list[dict[int, int]]
+    num_frames: int
+    size: int
+
+
+def run_chain(cfg: TrainConfig) -> StageChain:
+    """The stage chain of a run: the chain file with the run's ``stage_overrides`` applied."""
+    chain = StageChain.load(cfg.stages_file)
+    for name, changes in cfg.stage_overrides.items():
+        stage = chain.get(name)
+        chain = chain.with_stage(from_dict(StageRecipe, {**to_dict(stage), **changes}, f"stage_overrides.{name}"))
+    return chain
+
+
+def is_complete(storage: Storage, name: str, specialist: str, stage: str) -> bool:
+    return storage.exists(*layout.final_parts(name, specialist, stage), layout.COMPLETE_FILE)
+
+
+def _sweep_hparams(storage: Storage, cfg: TrainConfig, stage: str, specialist: str) -> dict:
+    if not cfg.from_sweep:
+        return {}
+    parts = layout.best_config_parts(cfg.name, cfg.from_sweep)
+    if not storage.exists(*parts):
+        raise ConfigError(f"from_sweep {cfg.from_sweep!r}: no finished sweep at {storage.display(*parts)}")
+    best = storage.read_json(*parts)
+    if best.get("stage") != stage:
+        return {}
+    return best.get("best", {}).get(specialist, {}).get("hparams", {})
+
+
+def _count_labels(files: list[str]) -> dict[int, int]:
+    counts: dict[int, int] = {0: 0, 1: 0}
+    for f in files:
+        labels = pq.read_table(f, columns=["label"]).column("label").to_numpy()
+        for c, n in zip(*np.unique(labels, return_counts=True)):
+            counts[int(c)] = counts.get(int(c), 0) + int(n)
+    return counts
+
+
+def _clip_shape(files: list[str]) -> tuple[int, int]:
+    for f in files:
+        t = pq.read_table(f, columns=["num_frames", "size"])
+        if t.num_rows:
+            return int(t.column("num_frames")[0].as_py()), int(t.column("size")[0].as_py())
+    raise ConfigError(f"shards hold no clips: {files[0] if files else '(none)'}")
+
+
+def _check_run(cfg: TrainConfig, storage: Storage) -> None:
+    try:
+        storage.check_writable(cfg.name)
+    except StorageError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.num_workers < 1 and cfg.use_gpu:
+        raise ConfigError("use_gpu needs num_workers >= 1")
+    if not isinstance(logging.getLevelName(str(cfg.train_log_level).upper()), int):
+        raise ConfigError(f"train_log_level {cfg.train_log_level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
+
+
+def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
+    """The stage's shard files, with the training files split into the stage's chunks (fewer when
+    the data has fewer chunks: the recipe is adjusted and the change printed)."""
+    folder = cfg.shards.get(stage.dataset)
+    if not folder:
+        raise ConfigError(f"stage {stage.name}: no shard folder given for dataset {stage.dataset!r} "
+                          f"(set shards.{stage.dataset})")
+    if not Path(folder).is_dir():
+        raise ConfigError(f"stage {stage.name}: shard folder for {stage.dataset!r} not found: {folder}")
+    train_all = [str(p) for p in list_complete_shards(folder, split="train")]
+    val = [str(p) for p in list_complete_shards(folder, split="val")]
+    test = [str(p) for p in list_complete_shards(folder, split="test")]
+    if not train_all or not val:
+        raise ConfigError(f"stage {stage.name}: {folder} has no complete train/val shards "
+                          f"(run interceptor prepare first)")
+    chunk_ids = sorted({parse_shard_name(p)["chunk"] or 0 for p in train_all})
+    groups = [g for g in np.array_split(np.array(chunk_ids), min(stage.chunks, len(chunk_ids))) if len(g)]
+    train_files = [[str(p) for p in list_complete_shards(folder, split="train", chunk=[int(c) for c in g])]
+                   for g in groups] if stage.chunks > 1 else [train_all]
+    if len(train_files) != stage.chunks:
+        print(f"[plan] stage {stage.name}: {len(chunk_ids)} data chunk(s) for {stage.chunks} planned: "
+              f"training {len(train_files)} chunk(s)", file=sys.stderr)
+        stage = stage.replace(chunks=len(train_files))
+    num_frames, size = _clip_shape(train_all)
+    counts = [_count_labels(files) for files in train_files]
+    for i, c in enumerate(counts):
+        if min(c.get(0, 0), c.get(1, 0)) == 0:
+            raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class (label counts {c})")
+    return StageShards(stage, train_files, val, test, counts, num_frames, size)
+
+
+def _init_source(cfg: TrainConfig, storage: Storage, chain: StageChain, stage: StageRecipe, key: str,
+                 trained_here: set[str]) -> tuple[list[str] | None, str | None]:
+    """(storage parts, external folder) of the checkpoint a stage initialises from (both None: none)."""
+    if not stage.init_from:
+        return None, None
+    prev = chain.get(stage.init_from).name
+    if cfg.init_checkpoints.get(stage.name):
+        external = cfg.init_checkpoints[stage.name].replace("{specialist}", key)
+        if not Path(external).exists():
+            raise ConfigError(f"stage {stage.name}: init checkpoint {external} not found")
+        return None, external
+    if prev in trained_here or is_complete(storage, cfg.name, key, prev):
+        return list(layout.final_parts(cfg.name, key, prev)), None
+    raise ConfigError(
+        f"stage {stage.name}: its predecessor {prev!r} has no final checkpoint for {key!r} in "
+        f"{storage.display(cfg.name)} and no init_checkpoints.{stage.name} override")
+
+
+def plan(cfg: TrainConfig, skip_complete: bool = True
+         ) -> tuple[Storage, list[tuple[StageRecipe, list[Job], list[str]]]]:
+    """Validate the run and list the work, before any worker starts.
+
+    Returns the storage and, per stage in chain order, the jobs to train and the specialists
+    skipped because they are already complete (none when ``skip_complete`` is false, as for a sweep
+    of a stage the chain has already trained). Bad configs raise one-line ``ConfigError``s.
+    """
+    keys = cfg.specialists or list_specialists()
+    for k in keys:
+        get_spec(k)
+    chain = run_chain(cfg)
+    stages = chain.select(cfg.stages)
+    storage = Storage(cfg.storage_path, cfg.s3_endpoint)
+    _check_run(cfg, storage)
+    planned = []
+    trained_here = {s.name for s in stages}
+    for stage in stages:
+        data = stage_shards(cfg, stage)
+        stage = data.stage
+        jobs, skipped = [], []
+        for key in keys:
+            if skip_complete and is_complete(storage, cfg.name, key, stage.name):
+                skipped.append(key)
+                continue
+            init_parts, external = _init_source(cfg, storage, chain, stage, key, trained_here)
+            hp = _sweep_hparams(storage, cfg, stage.name, key)
+            recipe = stage.replace(**hp) if hp else stage
+            model = dataclasses.replace(cfg.model, specialist=key, image_size=data.size, num_frames=data.num_frames)
+            jobs.append(Job(key, recipe, model, data.train_files, data.val, data.test, data.counts,
+                            init_parts, external))
+        planned.append((stage, jobs, skipped))
+    return storage, planned

@@ -1,0 +1,182 @@
+"""Tables and plots of the jobs' reports, in one place: training (per stage), sweeps (per trial) and
+the ensemble's evaluation.
+
+Plots share one style: integer epoch ticks, log-scale axes labelled with plain numbers that do
+not overlap, and legends whose entries carry the colours of the lines they name.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray_jobs import layout
+from ray_jobs.storage import Storage
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (reports are written on machines without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def integer_epochs(ax: Any, last_epoch: int | None = None) -> None:
+    """Epoch axes tick whole epochs only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if last_epoch:
+        ax.set_xlim(0.5, last_epoch + 0.5)
+
+
+def log_axis(ax: Any, axis: str = "x") -> None:
+    """A log axis with plain-number labels (``0.0003``, not ``3x10^-4``), few enough not to overlap."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=6))
+    target.set_major_formatter(StrMethodFormatter("{x:.2g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def fmt(v: Any, spec: str = "{:.3f}") -> str:
+    """A table cell: the number formatted, or ``-`` for a missing / non-finite value."""
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    return spec.format(v)
+
+
+# ----------------------------------------------------------------------------------- training
+
+def format_train_report(rows: list[dict]) -> str:
+    """The Markdown table of a training run: one row per (specialist, stage)."""
+    head = ("| specialist | stage | epoch | val AUC | val log loss | test clip AUC | test video AUC | "
+            "test log loss | test acc real/fake |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['specialist']} | {r['stage']} | {r.get('selected_epoch', '-')} | {fmt(r.get('val_auc'))} | "
+                     f"{fmt(r.get('val_log_loss'))} | {fmt(r.get('test_auc'))} | {fmt(r.get('test_video_auc'))} | "
+                     f"{fmt(r.get('test_log_loss'))} | {fmt(r.get('test_acc_real'))}/{fmt(r.get('test_acc_fake'))} |")
+    return "\n".join(lines)
+
+
+def plot_val_curves(rows: list[dict], path: Path) -> None:
+    """Validation AUC per epoch, one panel per stage, one line per specialist."""
+    plt = pyplot()
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(5 * max(1, len(stages)), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        last = 0
+        for r in rows:
+            if r["stage"] == stage and r.get("history"):
+                ep = [h["epoch"] for h in r["history"]]
+                last = max(last, *ep)
+                ax.plot(ep, [h["val_auc"] for h in r["history"]], marker="o", label=r["specialist"])
+        ax.set(title=f"{stage}: validation AUC", xlabel="epoch", ylabel="AUC", ylim=(0.4, 1.01))
+        integer_epochs(ax, last)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_train_report(storage: Storage, name: str, rows: list[dict]) -> str:
+    """``reports/train_report.{json,md}`` and ``val_auc_curves.png`` of a run; returns the table."""
+    table = format_train_report(rows)
+    storage.write_json({"rows": rows}, *layout.reports_parts(name, layout.TRAIN_REPORT_JSON))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / layout.TRAIN_REPORT_MD).write_text(f"# Training report: {name}\n\n{table}\n")
+        if rows:
+            plot_val_curves(rows, Path(tmp) / layout.VAL_CURVES_PNG)
+        storage.upload_dir(tmp, *layout.reports_parts(name))
+    return table
+
+
+# ----------------------------------------------------------------------------------- sweeps
+
+_STATUS_MARKERS = (("o", "finished"), ("x", "stopped"), ("^", "error"))
+
+
+def _trial_scatter(fig: Any, ax: Any, rows: list[dict], title: str) -> None:
+    """Best val AUC against lr, one marker per status, coloured by focal gamma where it was searched."""
+    from matplotlib.lines import Line2D
+
+    gammas = [t["hparams"]["focal_gamma"] for t in rows if "focal_gamma" in t["hparams"]]
+    colour = {"cmap": "viridis", "vmin": min(gammas), "vmax": max(gammas)} if gammas else {"color": "tab:blue"}
+    mappable, handles = None, []
+    for marker, status in _STATUS_MARKERS:
+        sel = [t for t in rows if t["status"] == status]
+        if not sel:
+            continue
+        if gammas:
+            colour["c"] = [t["hparams"].get("focal_gamma", 0.0) for t in sel]
+        mappable = ax.scatter([t["hparams"]["lr"] for t in sel], [t["best_val_auc"] for t in sel],
+                              marker=marker, s=60, **colour)
+        # the legend names the marker (status); with gamma searched, colour is gamma (the colour bar)
+        handles.append(Line2D([], [], marker=marker, linestyle="", color="dimgrey" if gammas else "tab:blue",
+                              label=f"{status} ({len(sel)})"))
+    if gammas and mappable is not None:
+        fig.colorbar(mappable, ax=ax, label="focal gamma")
+    log_axis(ax, "x")
+    ax.set(xlabel="learning rate", ylabel="best val AUC", title=title)
+    ax.grid(alpha=0.3)
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
+
+
+def _trial_curves(ax: Any, rows: list[dict], title: str, max_epochs: int) -> None:
+    """Val AUC per epoch of every trial, coloured by its lr (dashed: stopped before the last epoch)."""
+    from matplotlib.colors import LogNorm
+
+    plt = pyplot()
+    lrs = [t["hparams"]["lr"] for t in rows] or [1e-4]
+    norm = LogNorm(vmin=min(lrs), vmax=max(lrs) * (1.0001 if min(lrs) == max(lrs) else 1))
+    cmap = plt.get_cmap("plasma")
+    for t in rows:
+        hist = [h for h in t["history"] if h.get("val_auc") is not None]
+        ax.plot([h["epoch"] for h in hist], [h["val_auc"] for h in hist], marker="o", markersize=3,
+                color=cmap(norm(t["hparams"]["lr"])), linestyle="-" if t["status"] == "finished" else "--",
+                label=f"{t['trial_id']} lr {t['hparams']['lr']:.2g}")
+    ax.set(xlabel="epoch", ylabel="val AUC", title=title)
+    integer_epochs(ax, max_epochs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def plot_trials(trials: list[dict], path: Path, stage: str, max_epochs: int) -> None:
+    """Per specialist: best val AUC vs lr (colour: gamma; marker: status), and val AUC curves per trial."""
+    plt = pyplot()
+    keys = list(dict.fromkeys(t["specialist"] for t in trials))
+    fig, axes = plt.subplots(len(keys), 2, figsize=(11, 4 * len(keys)), squeeze=False)
+    for (ax_scatter, ax_curves), key in zip(axes, keys):
+        rows = [t for t in trials if t["specialist"] == key and t["best_val_auc"] is not None]
+        _trial_scatter(fig, ax_scatter, rows, f"{key} / {stage}: best val AUC per trial")
+        _trial_curves(ax_curves, rows, f"{key}: val AUC per trial (dashed: stopped early)", max_epochs)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_sweep_summary(keys: list[str], trials: list[dict], best: dict[str, dict]) -> str:
+    """The trials table (searched hyperparameters ``keys``) and the best configuration per specialist."""
+    lines = [f"| specialist | trial | {' | '.join(keys)} | status | epochs | best val AUC | best epoch |",
+             "|" + "---|" * (6 + len(keys))]
+    for t in trials:
+        auc = f"{t['best_val_auc']:.4f}" if t["best_val_auc"] is not None else "-"
+        lines.append(f"| {t['specialist']} | {t['trial_id']} | "
+                     + " | ".join(f"{t['hparams'].get(k, float('nan')):.3g}" for k in keys)
+                     + f" | {t['status']} | {t['epochs']}/{t['max_epochs']} | {auc} | {t['best_epoch'] or '-'} |")
+    for key, b in best.items():
+        hp = " ".join(f"{k}={v:.3g}" for k, v in b["hparams"].items())
+        lines.append(f"[tune] best {key}: {hp} -> val AUC {b['val_auc']:.4f} (epoch {b['epoch']}, "
+                     f"trial {b['trial_id']}); checkpoint {b['checkpoint']}")
+    return "\n".join(lines)
