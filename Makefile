@@ -31,6 +31,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interceptor demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests -q
 
 # the whole demo under pytest, checking its 0.8 target (about 10 minutes on 2 CPUs; not in `make test`)

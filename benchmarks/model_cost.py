@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -41,6 +42,19 @@ def step_time(model: nn.Module, make_inputs, steps: int, device: torch.device) -
     return sorted(times)[len(times) // 2]
 
 
+def bare_inputs(batch: int, size: int, device: torch.device) -> tuple:
+    """A batch for the bare backbone: the centre frames only."""
+    return ((torch.rand(batch, 3, size, size, device=device),), torch.randint(0, 2, (batch,), device=device))
+
+
+def specialist_inputs(batch: int, frames: int, size: int, device: torch.device) -> tuple:
+    """A batch for a specialist: clips, audio windows, all with audio."""
+    return ((torch.rand(batch, frames, 3, size, size, device=device),
+             torch.randn(batch, 40, 16, device=device),
+             torch.ones(batch, dtype=torch.bool, device=device)),
+            torch.randint(0, 2, (batch,), device=device))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="efficientnet_b4")
@@ -57,20 +71,14 @@ def main() -> None:
     for size in args.sizes:
         bare = nn.Sequential(create_backbone(args.backbone), nn.LazyLinear(2))
         bare(torch.rand(1, 3, size, size))
-        inputs_bare = lambda: ((torch.rand(args.batch, 3, size, size, device=device),),
-                               torch.randint(0, 2, (args.batch,), device=device))
-        t_bare = step_time(bare, inputs_bare, args.steps, device)
+        t_bare = step_time(bare, partial(bare_inputs, args.batch, size, device), args.steps, device)
         p_bare = sum(p.numel() for p in bare.parameters())
         print(f"\nsize {size}: bare backbone step {t_bare * 1000:.0f} ms, {p_bare / 1e6:.2f} M params")
         print(f"{'specialist':>10} {'step ms':>9} {'ratio':>6} {'params M':>9} {'ratio':>6}")
         del bare
         for key in keys:
             model = create_model(key, backbone=args.backbone, image_size=size)
-            def inputs():
-                return ((torch.rand(args.batch, args.frames, 3, size, size, device=device),
-                         torch.randn(args.batch, 40, 16, device=device),
-                         torch.ones(args.batch, dtype=torch.bool, device=device)),
-                        torch.randint(0, 2, (args.batch,), device=device))
+            inputs = partial(specialist_inputs, args.batch, args.frames, size, device)
             t = step_time(model, inputs, args.steps, device)
             p = sum(q.numel() for q in model.parameters())
             print(f"{key:>10} {t * 1000:9.0f} {t / t_bare:6.3f} {p / 1e6:9.2f} {p / p_bare:6.3f}")

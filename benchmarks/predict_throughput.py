@@ -33,10 +33,11 @@ from data_pipeline import synthetic
 from data_pipeline.synthetic import FAMILIES, SynthConfig
 from ray_jobs.checkpoints import build_payload, model_from_checkpoint, save_checkpoint
 from ray_jobs.config import StageChain
-from ray_jobs.predict import Interceptor, check_members, clip_settings, discover_members, ensemble_parts
+from ray_jobs.interceptor import Interceptor, clip_settings
+from ray_jobs.layout import COMPLETE_FILE, ensemble_parts, final_parts
+from ray_jobs.members import check_members, discover_members
 from ray_jobs.runner import SpecialistRunner
-from ray_jobs.storage import COMPLETE_FILE, Storage
-from ray_jobs.train import final_parts
+from ray_jobs.storage import Storage
 from specialists import create_model, list_specialists
 from specialists.ensemble import Ensemble, fit_ensemble
 
@@ -161,7 +162,8 @@ def main() -> int:
         icp.predict(videos[0])  # warm-up: detector, allocator, first-call overheads
         t = time_all(icp, videos, args.repeats)
         n = len(videos)
-        print(f"shared decode (predict):       {n / t['shared']:7.2f} videos/s  ({1000 * t['shared'] / n:7.1f} ms/video)")
+        print(f"shared decode (predict):       {n / t['shared']:7.2f} videos/s  "
+              f"({1000 * t['shared'] / n:7.1f} ms/video)")
         print(f"decode once per specialist:    {n / t['per_specialist']:7.2f} videos/s  "
               f"({1000 * t['per_specialist'] / n:7.1f} ms/video)")
         print(f"speed-up of the shared decode: {t['per_specialist'] / t['shared']:.2f}x  ({n_models} specialists)")

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .audio import AudioConfig
 from .faces import FaceDetector, create_detector, crop_face, fill_missing, track_video
 from .filters import Preprocessing, apply_filter, parse_preprocessing
 from .shards import make_row, write_shard
 from .sources.manifest import ManifestRow
-from .video import AudioConfig, VideoError, decode_clips
+from .video import VideoError, decode_clips
 
 #: note recorded for a video that has no audio track (it is still used, with has_audio false)
 NOTE_NO_AUDIO = "no audio track"
@@ -223,7 +224,7 @@ def shard_task(item: Mapping[str, Any], out_dir: str, clip: Mapping[str, Any], f
     """Ray Data ``flat_map`` function of the preparation job: one batch -> per-video status rows.
 
     ``item`` is ``{"shard": file name, "videos": JSON list of manifest rows}``. It lives here,
-    not in ``ray_jobs.prepare``, so Ray workers import only this light module (no torch).
+    not in ``ray_jobs.sharding``, so Ray workers import only this light module (no torch).
     """
     rows = [ManifestRow.from_dict(r) for r in json.loads(item["videos"])]
     statuses = process_shard(item["shard"], rows, Path(out_dir), ClipConfig.from_dict(clip), {"config": fingerprint})

@@ -245,7 +245,7 @@ class HaarDetector(DownscaledDetector):
     def _load(cascade: str) -> "cv2.CascadeClassifier":
         path = Path(cascade)
         if not path.is_file():
-            path = Path(getattr(cv2, "data").haarcascades) / cascade
+            path = Path(cv2.data.haarcascades) / cascade
         if not path.is_file():
             raise DetectorError(f"Haar cascade {cascade!r} not found (opencv-python-headless 4.x ships them)")
         classifier = cv2.CascadeClassifier(str(path))

@@ -39,13 +39,17 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .audio import AudioConfig
 from .sources.manifest import MANIFEST_FIELDS
+
+if TYPE_CHECKING:  # annotations only: importing torch here would load it into every Ray Data task
+    import torch
 
 #: file-level metadata keys of a shard
 STATUS_KEY = b"interceptor.status"
@@ -55,26 +59,19 @@ TMP_SUFFIX = ".tmp"
 #: rows per Parquet row group (readers stream row group by row group)
 ROW_GROUP_ROWS = 64
 
-#: the clip-shard schema (see the module docstring)
+#: the clip-shard schema (see the module docstring); no column is nullable
 SCHEMA = pa.schema(
     [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("label", pa.int64(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("chunk", pa.int32(), nullable=False),
-        pa.field("clip_index", pa.int32(), nullable=False),
-        pa.field("frames", pa.binary(), nullable=False),
-        pa.field("num_frames", pa.int32(), nullable=False),
-        pa.field("size", pa.int32(), nullable=False),
-        pa.field("audio", pa.binary(), nullable=False),
-        pa.field("audio_shape", pa.list_(pa.int32()), nullable=False),
-        pa.field("has_audio", pa.bool_(), nullable=False),
-        pa.field("face_box", pa.list_(pa.float32()), nullable=False),
-        pa.field("preprocessing", pa.string(), nullable=False),
+        pa.field(name, type_, nullable=False)
+        for name, type_ in [
+            # the video's manifest fields
+            ("video_id", pa.string()), ("path", pa.string()), ("dataset", pa.string()), ("label", pa.int64()),
+            ("method", pa.string()), ("group", pa.string()), ("split", pa.string()), ("chunk", pa.int32()),
+            # the clip: frames, audio, crop box, stage filter
+            ("clip_index", pa.int32()), ("frames", pa.binary()), ("num_frames", pa.int32()), ("size", pa.int32()),
+            ("audio", pa.binary()), ("audio_shape", pa.list_(pa.int32())), ("has_audio", pa.bool_()),
+            ("face_box", pa.list_(pa.float32())), ("preprocessing", pa.string()),
+        ]
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
@@ -293,8 +290,6 @@ def _column(batch: Any, name: str) -> np.ndarray:
 
 
 def _default_audio_shape() -> tuple[int, int]:
-    from .video import AudioConfig
-
     cfg = AudioConfig()
     return cfg.n_mels, cfg.window_steps
 
@@ -320,7 +315,7 @@ def rows_to_batch(
             ``iter_batches(batch_format="numpy")``), of lists, a pandas DataFrame or a
             ``pyarrow.Table``.
         audio_shape: ``(n_mels, n_steps)`` used for the zero audio of a batch in which no clip
-            has audio; default: the shape of the batch's audio, else :class:`~.video.AudioConfig`'s.
+            has audio; default: the shape of the batch's audio, else :class:`~.audio.AudioConfig`'s.
         extras: further columns passed through as Python lists (e.g. ``("method", "video_id")``).
         uint8_frames: leave ``frames`` uint8 in ``[0, 255]`` for the training device to convert
             (:func:`frames_to_float`): a quarter of the bytes to pin and copy to a GPU.

@@ -42,9 +42,9 @@ class CheckpointError(SpecialistError):
 
 
 def library_versions() -> dict[str, str]:
-    import timm
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import timm
     try:
         ours = version("interceptor-specialists")
     except PackageNotFoundError:

@@ -2,7 +2,7 @@
 
 :class:`ClipCollate` is the ``collate_fn`` of ``iter_torch_batches``: Ray Data runs it in its
 prefetch threads, so both steps overlap the training step instead of counting as data wait.
-Kept apart from ``ray_jobs/train.py`` because it imports Ray Data, which the processes that only
+Kept apart from the driver's modules (``plan``, ``trainer``) because it imports Ray Data, which the processes that only
 plan or drive trainers do not need.
 """
 
@@ -26,14 +26,14 @@ def balance_batch(batch: dict[str, np.ndarray], rates: dict[int, float],
     ``WeightedRandomSampler``), and gets ``floor(e_i)`` or ``ceil(e_i)`` copies: systematic
     (low-variance) resampling with one uniform draw. So a majority-class row is kept at most once
     and every minority-class row at least ``floor(e_i)`` times; sampling ``n`` rows with
-    replacement instead would keep only ~63% distinct rows of a batch, and in our demo runs
-    trained visibly worse (DFDC validation AUC ~0.65 against ~0.8).
+    replacement instead would keep only ~63% distinct rows of a batch, and trained visibly worse
+    (docs/experiments.md).
 
     Batch sizes, and so the number of steps, stay those of the input stream: every DDP rank of an
     equally split dataset takes the same number of steps. This runs in the training worker on the
     batches it streams from its dataset shard (:class:`ClipCollate`): resampling rows there costs
-    next to nothing, while a Ray Data ``map_batches`` stage copied every clip through another
-    task each epoch (measured: a 5x slower training loop on 2 CPUs).
+    next to nothing, while a Ray Data ``map_batches`` stage copies every clip through another
+    task each epoch.
     """
     labels = np.asarray(batch["label"])
     weights = np.array([rates.get(int(c), 0.0) for c in labels], dtype=np.float64)

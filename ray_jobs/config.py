@@ -337,8 +337,8 @@ class TrainConfig:
     shuffle_buffer: int = 256
     """Rows in each worker's local shuffle buffer."""
     balance_classes: bool = True
-    """Resample the training stream so both classes are equally frequent (a streaming
-    ``WeightedRandomSampler`` with replacement). The weighted-focal loss then weights both
+    """Resample the training stream so both classes are equally frequent (systematic resampling of
+    each streamed batch, :func:`ray_jobs.collate.balance_batch`). The weighted-focal loss then weights both
     classes 1, since its weights would correct a label imbalance the stream no longer has."""
     seed: int = 0
     """Seeds the model's initialisation, dropout and augmentation draws, class balancing, and the

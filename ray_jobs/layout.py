@@ -48,6 +48,12 @@ REPORTS_DIR = "reports"
 TRAIN_REPORT_JSON = "train_report.json"
 TRAIN_REPORT_MD = "train_report.md"
 VAL_CURVES_PNG = "val_auc_curves.png"
+#: an evaluation report (in ``evaluate_report_parts(name, split)`` or ``evaluate --out``)
+EVALUATE_METRICS_JSON = "metrics.json"
+EVALUATE_REPORT_MD = "report.md"
+ROC_PNG = "roc.png"
+RELIABILITY_PNG = "reliability.png"
+FAMILY_AUC_PNG = "family_auc.png"
 #: in a shard folder
 PREPARE_CONFIG_FILE = "prepare_config.json"
 PREPARE_SUMMARY_FILE = "summary.json"
@@ -69,9 +75,14 @@ def test_scores_parts(name: str, specialist: str, stage: str) -> tuple[str, ...]
     return (*run_parts(name, specialist, stage), TEST_SCORES_FILE)
 
 
+def finals_parts(name: str) -> tuple[str, ...]:
+    """The folder of every exported final checkpoint of a run."""
+    return (name, "final")
+
+
 def final_parts(name: str, specialist: str, stage: str) -> tuple[str, ...]:
     """A (specialist, stage)'s exported final checkpoint (a predictable name the next stage reads)."""
-    return (name, "final", run_name(specialist, stage))
+    return (*finals_parts(name), run_name(specialist, stage))
 
 
 def chain_tune_parts(name: str) -> tuple[str, ...]:

@@ -8,10 +8,14 @@ from ray_jobs.config import StageChain
 from specialists.registry import get_spec, list_specialists
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="interceptor list", description=__doc__)
     ap.add_argument("--stages-file", help="stage chain YAML (default: the packaged one)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print("specialists:")
     for key in list_specialists():
         s = get_spec(key)

@@ -7,12 +7,18 @@ not overlap, and legends whose entries carry the colours of the lines they name.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ray_jobs import layout
 from ray_jobs.storage import Storage
+from ray_jobs.video_metrics import ENSEMBLE, MEAN_PROB, UNCALIBRATED, VideoScores, model_scores, reliability_bins
+from specialists import metrics as M
+from specialists.ensemble import Ensemble
 
 
 def pyplot():
@@ -180,3 +186,142 @@ def format_sweep_summary(keys: list[str], trials: list[dict], best: dict[str, di
         lines.append(f"[tune] best {key}: {hp} -> val AUC {b['val_auc']:.4f} (epoch {b['epoch']}, "
                      f"trial {b['trial_id']}); checkpoint {b['checkpoint']}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+# (``interceptor evaluate``'s report: the numbers come from ray_jobs.video_metrics)
+
+
+def plot_roc(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -> None:
+    """Video-level ROC of the ensemble (black) and every specialist, AUC in the legend."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (_, video_p) in model_scores(ens, s).items():
+        if name in (UNCALIBRATED, MEAN_PROB) or len(set(s.video_labels.tolist())) < 2:
+            continue
+        fpr, tpr = M.roc_curve(video_p, s.video_labels)
+        main = name == ENSEMBLE
+        ax.plot(fpr, tpr, lw=2.5 if main else 1.2, color="black" if main else None, zorder=3 if main else 2,
+                label=f"{name} (AUC {metrics['models'][name]['video_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Video-level ROC")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -> None:
+    """Reliability diagram of the ensemble's video probabilities, calibrated and not, over their histogram."""
+    plt = pyplot()
+    scores = model_scores(ens, s)
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    for name, style in ((UNCALIBRATED, dict(color="tab:orange", marker="s")), (ENSEMBLE, dict(color="black", marker="o"))):
+        video_p = scores[name][1]
+        bins = [b for b in reliability_bins(video_p, s.video_labels) if b["n"]]
+        m = metrics["models"][name]
+        ax.plot([b["mean_prob"] for b in bins], [b["fake_rate"] for b in bins], **style,
+                label=f"{'calibrated' if name == ENSEMBLE else 'uncalibrated'} (log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f})")
+        hx.hist(video_p, bins=np.linspace(0, 1, 21), alpha=0.5, color=style["color"])
+    ax.set(ylabel="fraction of fake videos", title="Reliability of the ensemble (videos)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    hx.set(xlabel="predicted fake probability", ylabel="videos")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_family_matrix(metrics: dict, path: Path) -> None:
+    """The model x manipulation-family video AUC matrix as an annotated heat map."""
+    plt = pyplot()
+    fams = metrics["families"]
+    rows = list(metrics["family_auc"])
+    data = np.array([[metrics["family_auc"][r][f] for f in fams] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * max(3, len(fams)) + 2, 0.5 * len(rows) + 1.8))
+    im = ax.imshow(data, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(fams)), fams, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(fams)):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_title("Video AUC: real vs each manipulation family")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _evaluate_tables(metrics: dict) -> list[str]:
+    """The report's models table and its family (and, pooled, per-dataset) AUC matrices."""
+    lines = ["## Models", "",
+             "| model | video AUC | frame AUC | log loss | EER | acc real | acc fake | ECE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in metrics["models"].items():
+        lines.append(f"| {name} | {fmt(m['video_auc'])} | {fmt(m['frame_auc'])} | {fmt(m['log_loss'])} | "
+                     f"{fmt(m['eer'])} | {fmt(m['acc_real'])} | {fmt(m['acc_fake'])} | {fmt(m['ece'])} |")
+    lines += ["", "`ensemble_uncalibrated` is the fitted combination before temperature/bias; `mean_prob` the "
+              "plain mean of the specialists' probabilities (no fitting).", "",
+              "## Specialist x manipulation family (video AUC, real vs that family)", ""]
+    fams = metrics["families"]
+    lines += ["| model | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
+    for name, row in metrics["family_auc"].items():
+        lines.append(f"| {name} | " + " | ".join(fmt(row[f]) for f in fams) + " |")
+    if metrics.get("dataset_auc"):
+        ds = metrics["datasets"]
+        lines += ["", "Video AUC per dataset:", "", "| model | " + " | ".join(ds) + " |", "|---|" + "---|" * len(ds)]
+        lines += [f"| {name} | " + " | ".join(fmt(row[d]) for d in ds) + " |" for name, row in metrics["dataset_auc"].items()]
+    return lines
+
+
+def _ensemble_section(metrics: dict) -> list[str]:
+    """The report's accuracy per family and the fitted ensemble: weights, checkpoints, fit."""
+    ens = metrics["ensemble_config"]
+    lines = ["", "Ensemble accuracy (threshold 0.5) per class and family: "
+             + ", ".join(f"{f} {fmt(d['acc'])} ({d['videos']} videos)" for f, d in metrics["family_accuracy"].items()), "",
+             "## Ensemble", "",
+             f"Temperature {fmt(ens['temperature'])}, bias {fmt(ens['bias'])}, output clipped to "
+             f"[{ens['clip']}, {1 - ens['clip']}].", "",
+             "| specialist | stage | epoch | weight | checkpoint |", "|---|---|---|---|---|"]
+    for k, w in ens["weights"].items():
+        c = ens["checkpoints"].get(k, {})
+        lines.append(f"| {k} | {c.get('stage', '-')} | {c.get('epoch', '-')} | {fmt(w)} | `{c.get('checkpoint', '-')}` |")
+    fit = ens.get("fit") or {}
+    if fit:
+        lines += ["", f"Fit on {fit['videos']} validation videos ({fit['real']} real, {fit['fake']} fake): log loss "
+                  f"{fmt(fit['log_loss_calibrated'])} calibrated, {fmt(fit['log_loss_uncalibrated'])} uncalibrated, "
+                  f"{fmt(fit['log_loss_equal_weights'])} with equal weights."]
+    return lines
+
+
+def format_evaluate_report(metrics: dict) -> str:
+    """The Markdown report of an evaluation (``metrics`` as written to ``metrics.json``)."""
+    e = metrics["ensemble"]
+    ens = metrics["ensemble_config"]
+    lines = [
+        f"# Interceptor evaluation: {metrics['name']} / {metrics['split']}", "",
+        f"{metrics['videos']} videos ({metrics['real_videos']} real, {metrics['fake_videos']} fake), "
+        f"{metrics['clips']} clips from {metrics['shards']} shard(s) of "
+        + ", ".join(f"`{d}`" for d in metrics["shard_dirs"]) + ". "
+        f"Ensemble fitted on the `{ens['fitted_on']}` split; clips -> video: `{ens['aggregation']['strategy']}`.", "",
+        f"**Ensemble:** video AUC {fmt(e['video_auc'])}, frame AUC {fmt(e['frame_auc'])}, log loss {fmt(e['log_loss'])} "
+        f"(uncalibrated {fmt(e['log_loss_uncalibrated'])}), EER {fmt(e['eer'])}, accuracy real/fake "
+        f"{fmt(e['acc_real'])}/{fmt(e['acc_fake'])}.", "",
+        *_evaluate_tables(metrics),
+        *_ensemble_section(metrics),
+        "", f"![ROC]({layout.ROC_PNG})", "", f"![reliability]({layout.RELIABILITY_PNG})", "", f"![families]({layout.FAMILY_AUC_PNG})", "",
+    ]
+    if metrics.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in metrics["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def write_evaluate_report(folder: Path, ens: Ensemble, s: VideoScores, metrics: dict) -> None:
+    """An evaluation's report in ``folder``: ``metrics.json``, the ROC, reliability and family plots, ``report.md``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / layout.EVALUATE_METRICS_JSON).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    plot_roc(ens, s, metrics, folder / layout.ROC_PNG)
+    plot_reliability(ens, s, metrics, folder / layout.RELIABILITY_PNG)
+    if metrics["families"]:
+        plot_family_matrix(metrics, folder / layout.FAMILY_AUC_PNG)
+    (folder / layout.EVALUATE_REPORT_MD).write_text(format_evaluate_report(metrics))

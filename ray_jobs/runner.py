@@ -3,7 +3,7 @@
 :class:`SpecialistRunner` knows nothing about Ray or files: it takes iterables of batches (the
 training-batch contract of ``docs/architecture.md``) and a model that may or may not be wrapped in
 DDP, so the same object runs in a plain process (tests, benchmarks) and inside a Ray Train worker
-(``ray_jobs/train.py``), unchanged.
+(``ray_jobs/worker.py``), unchanged.
 
 * AMP on CUDA: bf16 where supported, otherwise fp16 with a gradient scaler; off on CPU.
 * Validation metrics are torchmetrics objects, which all-gather their state across DDP ranks, so

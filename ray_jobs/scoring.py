@@ -20,6 +20,7 @@ import torch
 from data_pipeline.filters import Preprocessing, apply_filter, bilateral, parse_preprocessing
 from data_pipeline.shards import rows_to_batch
 from ray_jobs.checkpoints import load_checkpoint, model_from_checkpoint
+from ray_jobs.datasets import configure_ray_data
 from ray_jobs.storage import Storage, fetch_checkpoint_dir, remove_local_copy
 
 PASS_THROUGH = ("video_id", "dataset", "label", "method", "group", "split", "chunk", "clip_index")
@@ -108,8 +109,6 @@ def score_shards(storage: Storage, checkpoints: Mapping[str, Sequence[str]], sha
 
     if not shard_files:
         raise ValueError("no shards to score")
-    from ray_jobs.train import configure_ray_data
-
     configure_ray_data()
     ds = ray.data.read_parquet([str(f) for f in shard_files], num_cpus=read_cpus if read_cpus is not None else min(num_cpus, 0.25))
     scored = ds.map_batches(ClipScorer, fn_constructor_kwargs={"storage": storage, "checkpoints": dict(checkpoints),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+
 class StorageError(OSError):
     """Storage that cannot be used, in one line."""
 

@@ -31,8 +31,22 @@ from ray_jobs.plan import Job, plan
 from ray_jobs.reports import format_sweep_summary, plot_trials
 from ray_jobs.runner import HISTORY_KEYS
 from ray_jobs.storage import Storage
-from ray_jobs.sweep_config import HPARAMS, METRIC, MODE, ResolvedSpace, SweepConfig, check_settings, resolve_search, resolve_space
+from ray_jobs.sweep_config import (
+    HPARAMS,
+    METRIC,
+    MODE,
+    ResolvedSpace,
+    SweepConfig,
+    check_settings,
+    resolve_search,
+    resolve_space,
+)
 from ray_jobs.trainer import build_trainer
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune trial folders are named by trial id (stable across restores)."""
+    return str(trial.trial_id)
 
 
 def _read_best(sp: "SweepPlan") -> dict:
@@ -231,10 +245,10 @@ def build_tuner(sp: SweepPlan, job: Job):
     ctx = TrialContext(job, sp.train, sp.storage, sp.cfg.sweep)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), {"CPU": 0.01})
     fs = sp.storage.filesystem if sp.storage.is_s3 else None
-    experiment = sp.storage.path(*layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep, job.specialist))
+    experiment_parts = layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep, job.specialist)
+    experiment = sp.storage.path(*experiment_parts)
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
-        print(f"[tune] {job.specialist}: resuming the sweep in {sp.storage.display(*layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep, job.specialist))}",
-              flush=True)
+        print(f"[tune] {job.specialist}: resuming the sweep in {sp.storage.display(*experiment_parts)}", flush=True)
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
                                   resume_errored=sp.cfg.retry_errored, storage_filesystem=fs)
     # stop_last_trials=False: a trial that reaches max_t ends by itself (and records trial.json)
@@ -248,7 +262,8 @@ def build_tuner(sp: SweepPlan, job: Job):
                                     max_concurrent_trials=sp.cfg.max_concurrent or None,
                                     search_alg=_search_alg(sp), scheduler=scheduler, reuse_actors=False,
                                     trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=job.specialist, storage_path=sp.storage.path(*layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep)),
+        run_config=tune.RunConfig(name=job.specialist,
+                                  storage_path=sp.storage.path(*layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep)),
                                   storage_filesystem=fs, verbose=0,
                                   callbacks=[SweepProgress(job.specialist, sp.stage.total_epochs)]),
     )

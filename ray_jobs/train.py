@@ -23,32 +23,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ray_jobs import cli_common as cli
 from ray_jobs.chains import train_chain
-from ray_jobs.cli_common import (add_address_flag, add_config_flags, add_storage_flags, flag_overrides, job_parser,
-                                 run_cli)
 from ray_jobs.config import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = job_parser("interceptor train", __doc__)
-    add_config_flags(ap, "run config YAML (see ray_jobs/configs/demo.yaml)",
-                     "--set num_workers=2 --set stage_overrides.dfdc.chunks=2")
+    ap = cli.job_parser("interceptor train", __doc__)
+    cli.add_config_flags(ap, "run config YAML (see ray_jobs/configs/demo.yaml)",
+                         "--set num_workers=2 --set stage_overrides.dfdc.chunks=2")
     ap.add_argument("--specialists", nargs="+", help="specialists to train (default: all)")
     ap.add_argument("--stages", nargs="+", help="stages to run (default: the whole chain)")
-    add_storage_flags(ap)
+    cli.add_storage_flags(ap)
     ap.add_argument("--from-sweep", help="use the best hyperparameters of this finished sweep")
-    add_address_flag(ap)
+    cli.add_address_flag(ap)
     return ap
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     flags = ("specialists", "stages", "storage_path", "s3_endpoint", "name", "from_sweep", "address")
-    return TrainConfig.load(args.config, [*args.overrides, *flag_overrides(args, flags)])
+    return TrainConfig.load(args.config, [*args.overrides, *cli.flag_overrides(args, flags)])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("interceptor train", lambda: train_chain(config_from_args(args)))
+    return cli.run_cli("interceptor train", lambda: train_chain(config_from_args(args)))
 
 
 if __name__ == "__main__":

@@ -44,15 +44,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ray_jobs.cli_common import add_address_flag, add_config_flags, add_storage_flags, flag_overrides, job_parser, run_cli
+from ray_jobs import cli_common as cli
 from ray_jobs.sweep import run_sweep
 from ray_jobs.sweep_config import SEARCHES, SweepConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = job_parser("interceptor tune", __doc__)
-    add_config_flags(ap, "sweep config YAML (see ray_jobs/configs/sweep.yaml)",
-                     "--set num_samples=16 --set space.lr=[1e-5,1e-3] --set train.batch_size=16")
+    ap = cli.job_parser("interceptor tune", __doc__)
+    cli.add_config_flags(ap, "sweep config YAML (see ray_jobs/configs/sweep.yaml)",
+                         "--set num_samples=16 --set space.lr=[1e-5,1e-3] --set train.batch_size=16")
     ap.add_argument("--train-config", help="train config YAML the sweep belongs to (as for interceptor train)")
     ap.add_argument("--sweep", help="sweep name (folder under <storage>/<name>/sweeps/)")
     ap.add_argument("--stage", help="stage to sweep (name or seed alias)")
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gamma-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="focal gamma bounds")
     ap.add_argument("--alpha-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="focal alpha bounds")
     ap.add_argument("--search", choices=SEARCHES, help="search algorithm (default: auto)")
-    add_storage_flags(ap, name_help="experiment name (the run the sweep belongs to)")
-    add_address_flag(ap)
+    cli.add_storage_flags(ap, name_help="experiment name (the run the sweep belongs to)")
+    cli.add_address_flag(ap)
     return ap
 
 
@@ -76,13 +76,13 @@ FLAG_FIELDS = {"sweep": "sweep", "stage": "stage", "specialists": "train.special
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    return SweepConfig.load(args.config, [*args.overrides, *flag_overrides(args, FLAG_FIELDS)],
+    return SweepConfig.load(args.config, [*args.overrides, *cli.flag_overrides(args, FLAG_FIELDS)],
                             train_config=args.train_config)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("interceptor tune", lambda: run_sweep(config_from_args(args)), failures=(RuntimeError,))
+    return cli.run_cli("interceptor tune", lambda: run_sweep(config_from_args(args)), failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

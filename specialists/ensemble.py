@@ -1,7 +1,7 @@
 """The Interceptor's math: frame -> video aggregation, fitted combination, calibration, clipping.
 
 Pure arrays in, arrays out: no files, no Ray, nothing of ``data_pipeline`` or ``ray_jobs``
-(``ray_jobs/evaluate.py`` scores shards and fits; ``ray_jobs/predict.py`` scores videos).
+(``ray_jobs/evaluation.py`` scores shards and fits; ``ray_jobs/interceptor.py`` scores videos).
 
 **Frames -> video.** A specialist scores every clip of a video; :func:`aggregate_video` turns the
 clip probabilities into one video probability per specialist:

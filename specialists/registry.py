@@ -5,6 +5,11 @@ parallel conv branches of its specialist module, and the *view* of the clip thos
 Specs are data. ``specialists/zoo.py`` registers the six of the design; adding a seventh is one
 ``register_specialist(SpecialistSpec(...))`` row there (or in a small module imported by it), and
 every test that iterates :func:`list_specialists` picks it up.
+
+This module imports nothing of the zoo (that would be an import cycle: the zoo imports this module).
+The package's ``__init__`` imports ``specialists.zoo`` instead, the timm way, and since importing
+``specialists.registry`` runs ``specialists/__init__.py`` first, the built-ins are registered in every
+process that can see this module, Ray workers unpickling a spec by its module path included.
 """
 
 from __future__ import annotations
@@ -107,19 +112,13 @@ def register_specialist(spec: SpecialistSpec) -> SpecialistSpec:
     return spec
 
 
-def _ensure_zoo() -> None:
-    from specialists import zoo  # noqa: F401  (registers the built-in specialists on import)
-
-
 def list_specialists() -> list[str]:
     """Registered specialist keys, sorted."""
-    _ensure_zoo()
     return sorted(_REGISTRY)
 
 
 def get_spec(key: str) -> SpecialistSpec:
     """The spec registered under ``key``; an unknown key names the known ones."""
-    _ensure_zoo()
     try:
         return _REGISTRY[key]
     except KeyError:

@@ -1,5 +1,18 @@
-"""Dataset readers: FF++, Celeb-DF v2 and DFDC layouts -> one manifest schema (:mod:`.manifest`)."""
+"""Dataset readers: FF++, Celeb-DF v2 and DFDC layouts -> one manifest schema (:mod:`.manifest`).
 
+The package wires the modules together: :mod:`.manifest` defines the schema and the helpers the
+readers share, each reader imports it, and :func:`read_manifest` here dispatches a
+:class:`Dataset` to its reader (:data:`READERS`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from . import celebdf, dfdc, ffpp
 from .manifest import (
     MANIFEST_FIELDS,
     Dataset,
@@ -7,7 +20,48 @@ from .manifest import (
     Manifest,
     ManifestError,
     ManifestRow,
-    read_manifest,
+    apply_synthetic_truth,
 )
 
-__all__ = ["MANIFEST_FIELDS", "Dataset", "Issue", "Manifest", "ManifestError", "ManifestRow", "read_manifest"]
+__all__ = [
+    "MANIFEST_FIELDS",
+    "READERS",
+    "Dataset",
+    "Issue",
+    "Manifest",
+    "ManifestError",
+    "ManifestRow",
+    "read_manifest",
+]
+
+#: the reader of each dataset: ``read(root, **options) -> Manifest``
+READERS: dict[Dataset, Callable[..., Manifest]] = {
+    Dataset.FFPP: ffpp.read,
+    Dataset.CELEBDF: celebdf.read,
+    Dataset.DFDC: dfdc.read,
+}
+
+
+def read_manifest(dataset: Dataset | str, root: str | os.PathLike[str], **options: Any) -> Manifest:
+    """Read the manifest of ``dataset`` stored under ``root`` in its public layout.
+
+    ``options`` go to the dataset's reader (see :func:`.ffpp.read`, :func:`.celebdf.read`,
+    :func:`.dfdc.read`). Rows are sorted by ``video_id``. Raises :class:`ManifestError` with a
+    one-line message when the root or its metadata is unusable.
+    """
+    try:
+        ds = Dataset(str(dataset.value if isinstance(dataset, Dataset) else dataset).lower())
+    except ValueError:
+        raise ManifestError(f"unknown dataset {dataset!r}; known: {', '.join(d.value for d in Dataset)}") from None
+    root_path = Path(root).expanduser().resolve()
+    if not root_path.is_dir():
+        raise ManifestError(f"{ds.value} root {str(root_path)!r} is not a directory")
+    reader = READERS[ds]
+    known = [p for p in inspect.signature(reader).parameters if p != "root"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ManifestError(f"{ds.value} reader: unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    manifest = reader(root_path, **options)
+    manifest = apply_synthetic_truth(manifest, root_path)
+    manifest.sort(key=lambda r: r.video_id)
+    return manifest

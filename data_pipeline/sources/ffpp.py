@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
 from .manifest import Dataset, Issue, Manifest, ManifestError, ManifestRow
 
@@ -76,6 +77,90 @@ def _present_methods(root: Path, compression: str) -> list[str]:
     )
 
 
+def _check_root(root: Path, compression: str, fakes: str) -> None:
+    """Reject an unknown ``fakes`` or ``compression`` value and a root that does not look like FF++."""
+    if fakes not in ("split", "present"):
+        raise ManifestError(f"FF++ fakes={fakes!r} unknown; use 'split' or 'present'")
+    if compression not in COMPRESSIONS:
+        raise ManifestError(f"FF++ compression {compression!r} unknown; use one of {', '.join(COMPRESSIONS)}")
+    if not (root / "original_sequences").is_dir() and not (root / "manipulated_sequences").is_dir():
+        raise ManifestError(f"{str(root)!r} does not look like FF++ (no original_sequences/ or manipulated_sequences/)")
+
+
+def _resolve_methods(root: Path, compression: str, methods: Sequence[str] | str | None) -> Sequence[str]:
+    """The method folders to read: ``methods`` (a list or a comma-separated string), each checked to be
+    a pair-based folder present for ``compression``; default every such folder present."""
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if methods is None:
+        return _present_methods(root, compression)
+    bad = [m for m in methods if m in NON_PAIR_METHODS]
+    if bad:
+        raise ManifestError(f"FF++ method(s) {', '.join(bad)} are not covered by the pair split files")
+    absent = [m for m in methods if not (root / "manipulated_sequences" / m / compression).is_dir()]
+    if absent:
+        raise ManifestError(
+            f"FF++ method folder(s) not found for {compression}: "
+            + ", ".join(str(root / "manipulated_sequences" / m / compression) for m in absent)
+        )
+    return methods
+
+
+def _fake_dir(root: Path, method: str, compression: str) -> Path:
+    return root / "manipulated_sequences" / method / compression / "videos"
+
+
+def _row(root: Path, path: Path, label: int, method: str, group: str, split: str) -> ManifestRow:
+    return ManifestRow(
+        video_id=path.relative_to(root).as_posix(),
+        path=str(path),
+        dataset=Dataset.FFPP.value,
+        label=label,
+        method=method,
+        group=group,
+        split=split,
+    )
+
+
+def _listed_rows(root: Path, real_dir: Path, methods: Sequence[str], compression: str,
+                 pairs_by_split: dict[str, list[tuple[str, str]]], fakes: str) -> list[ManifestRow]:
+    """A row for every video the split files list: each id's real video, and both fakes of each
+    pair per method (with ``fakes="present"``, only the fakes on disk)."""
+    rows: list[ManifestRow] = []
+    # real videos: every id of every pair
+    for vid, split in sorted(_id_splits(pairs_by_split).items()):
+        rows.append(_row(root, real_dir / f"{vid}.mp4", 0, "real", vid, split))
+    # fakes: a_b and b_a of each pair, per method
+    for method in methods:
+        fake_dir = _fake_dir(root, method, compression)
+        for split, pairs in pairs_by_split.items():
+            for a, b in pairs:
+                for target, source in ((a, b), (b, a)):
+                    path = fake_dir / f"{target}_{source}.mp4"
+                    if fakes == "split" or path.is_file():
+                        rows.append(_row(root, path, 1, method, target, split))
+    return rows
+
+
+def _unlisted_issues(folders: list[tuple[Path, re.Pattern[str]]], listed: set[str]) -> list[Issue]:
+    """An :class:`Issue` for every ``.mp4`` in ``folders`` that no split lists (``listed`` paths).
+    Each folder comes with the file-name pattern of its videos (real ids or fake pairs)."""
+    issues: list[Issue] = []
+    for folder, pattern in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.mp4")):
+            if str(path) in listed:
+                continue
+            if not pattern.match(path.stem):
+                issues.append(Issue(str(path), "unrecognised FF++ file name"))
+            elif pattern is _ID:
+                issues.append(Issue(str(path), f"real id {path.stem} not in any split"))
+            else:
+                issues.append(Issue(str(path), f"pair {path.stem} not in any split"))
+    return issues
+
+
 def read(
     root: Path,
     compression: str = "c23",
@@ -95,72 +180,11 @@ def read(
             missing on disk is kept (reported as missing); ``"present"``: only the fakes found on
             disk (a partial download, e.g. the official script's ``--num_videos``).
     """
-    if fakes not in ("split", "present"):
-        raise ManifestError(f"FF++ fakes={fakes!r} unknown; use 'split' or 'present'")
-    if compression not in COMPRESSIONS:
-        raise ManifestError(f"FF++ compression {compression!r} unknown; use one of {', '.join(COMPRESSIONS)}")
-    if not (root / "original_sequences").is_dir() and not (root / "manipulated_sequences").is_dir():
-        raise ManifestError(f"{str(root)!r} does not look like FF++ (no original_sequences/ or manipulated_sequences/)")
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if methods is None:
-        methods = _present_methods(root, compression)
-    else:
-        bad = [m for m in methods if m in NON_PAIR_METHODS]
-        if bad:
-            raise ManifestError(f"FF++ method(s) {', '.join(bad)} are not covered by the pair split files")
-        absent = [m for m in methods if not (root / "manipulated_sequences" / m / compression).is_dir()]
-        if absent:
-            raise ManifestError(
-                f"FF++ method folder(s) not found for {compression}: "
-                + ", ".join(str(root / "manipulated_sequences" / m / compression) for m in absent)
-            )
+    _check_root(root, compression, fakes)
+    chosen = _resolve_methods(root, compression, methods)
     real_dir = root / "original_sequences" / "youtube" / compression / "videos"
     pairs_by_split = read_split_files(Path(splits_dir).expanduser().resolve() if splits_dir else root / "splits")
-    id_split = _id_splits(pairs_by_split)
-
-    rows: list[ManifestRow] = []
-    issues: list[Issue] = []
-    ds = Dataset.FFPP.value
-
-    def row(path: Path, label: int, method: str, group: str, split: str) -> ManifestRow:
-        return ManifestRow(
-            video_id=path.relative_to(root).as_posix(),
-            path=str(path),
-            dataset=ds,
-            label=label,
-            method=method,
-            group=group,
-            split=split,
-        )
-
-    # real videos: every id of every pair
-    for vid, split in sorted(id_split.items()):
-        rows.append(row(real_dir / f"{vid}.mp4", 0, "real", vid, split))
-    # fakes: a_b and b_a of each pair, per method
-    for method in methods:
-        fake_dir = root / "manipulated_sequences" / method / compression / "videos"
-        for split, pairs in pairs_by_split.items():
-            for a, b in pairs:
-                for target, source in ((a, b), (b, a)):
-                    path = fake_dir / f"{target}_{source}.mp4"
-                    if fakes == "split" or path.is_file():
-                        rows.append(row(path, 1, method, target, split))
-
+    rows = _listed_rows(root, real_dir, chosen, compression, pairs_by_split, fakes)
     # videos on disk that no split lists
-    listed = {r.path for r in rows}
-    for folder, pattern in [(real_dir, _ID)] + [
-        (root / "manipulated_sequences" / m / compression / "videos", _FAKE_NAME) for m in methods
-    ]:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.mp4")):
-            if str(path) in listed:
-                continue
-            if not pattern.match(path.stem):
-                issues.append(Issue(str(path), "unrecognised FF++ file name"))
-            elif pattern is _ID:
-                issues.append(Issue(str(path), f"real id {path.stem} not in any split"))
-            else:
-                issues.append(Issue(str(path), f"pair {path.stem} not in any split"))
-    return Manifest(rows, issues)
+    folders = [(real_dir, _ID)] + [(_fake_dir(root, m, compression), _FAKE_NAME) for m in chosen]
+    return Manifest(rows, _unlisted_issues(folders, {r.path for r in rows}))

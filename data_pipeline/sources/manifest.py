@@ -1,7 +1,9 @@
 """One manifest schema for every dataset: one :class:`ManifestRow` per video.
 
 The readers (:mod:`.ffpp`, :mod:`.celebdf`, :mod:`.dfdc`) turn a dataset root in its public layout
-into a :class:`Manifest` (a ``list`` of rows that also carries the reader's :class:`Issue` list).
+into a :class:`Manifest` (a ``list`` of rows that also carries the reader's :class:`Issue` list);
+the package (``data_pipeline.sources``) maps a :class:`Dataset` to its reader. This module imports
+no reader: it is the schema and the helpers they share.
 Fields follow ``docs/architecture.md`` exactly.
 
 Two rules hold for every reader:
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -73,14 +74,14 @@ class ManifestRow:
     split: str
     chunk: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain dict (the manifest columns of a clip row)."""
+        return dataclasses.asdict(self)
+
     @property
     def exists(self) -> bool:
         """Whether the video file is present on disk."""
         return os.path.isfile(self.path)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row as a plain dict (the manifest columns of a clip row)."""
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ManifestRow":
@@ -188,30 +189,3 @@ def apply_synthetic_truth(manifest: Manifest, root: Path) -> Manifest:
             row = dataclasses.replace(row, method=str(entry["family"]))
         rows.append(row)
     return Manifest(rows, manifest.issues)
-
-
-def read_manifest(dataset: Dataset | str, root: str | os.PathLike[str], **options: Any) -> Manifest:
-    """Read the manifest of ``dataset`` stored under ``root`` in its public layout.
-
-    ``options`` go to the dataset's reader (see :func:`.ffpp.read`, :func:`.celebdf.read`,
-    :func:`.dfdc.read`). Rows are sorted by ``video_id``. Raises :class:`ManifestError` with a
-    one-line message when the root or its metadata is unusable.
-    """
-    from . import celebdf, dfdc, ffpp
-
-    try:
-        ds = Dataset(str(dataset.value if isinstance(dataset, Dataset) else dataset).lower())
-    except ValueError:
-        raise ManifestError(f"unknown dataset {dataset!r}; known: {', '.join(d.value for d in Dataset)}") from None
-    root_path = Path(root).expanduser().resolve()
-    if not root_path.is_dir():
-        raise ManifestError(f"{ds.value} root {str(root_path)!r} is not a directory")
-    reader = {Dataset.FFPP: ffpp.read, Dataset.CELEBDF: celebdf.read, Dataset.DFDC: dfdc.read}[ds]
-    known = [p for p in inspect.signature(reader).parameters if p != "root"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ManifestError(f"{ds.value} reader: unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    manifest = reader(root_path, **options)
-    manifest = apply_synthetic_truth(manifest, root_path)
-    manifest.sort(key=lambda r: r.video_id)
-    return manifest

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from data_pipeline import shards
-from data_pipeline.sources import ManifestRow
 from data_pipeline.shards import (
     SCHEMA,
     ShardError,
@@ -25,6 +24,7 @@ from data_pipeline.shards import (
     shard_name,
     write_shard,
 )
+from data_pipeline.sources import ManifestRow
 
 T, S = 4, 16
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from ray_jobs.config import CONFIG_DIR, from_dict, load_yaml
-from ray_jobs.demo import TARGET_TEST_AUC, DemoConfig
+from ray_jobs.demo_steps import TARGET_TEST_AUC, DemoConfig
 from tests.conftest import BIN, subprocess_env
 
 pytestmark = [

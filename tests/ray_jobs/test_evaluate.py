@@ -16,11 +16,12 @@ import torch
 
 from data_pipeline.filters import apply_filter
 from data_pipeline.shards import make_row, shard_name, write_shard
-from ray_jobs.evaluate import EvaluateConfig, main
-from ray_jobs.predict import load_ensemble
+from ray_jobs.evaluate import main
+from ray_jobs.evaluation import EvaluateConfig
+from ray_jobs.layout import final_parts
+from ray_jobs.members import load_ensemble
 from ray_jobs.scoring import ClipScorer
 from ray_jobs.storage import Storage
-from ray_jobs.train import final_parts
 from tests.ray_jobs.test_predict import write_member
 
 NAME = "exp"

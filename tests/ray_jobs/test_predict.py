@@ -11,11 +11,12 @@ import torch
 from data_pipeline import synthetic
 from ray_jobs.checkpoints import CheckpointError, build_payload, model_from_checkpoint, save_checkpoint
 from ray_jobs.config import StageChain
-from ray_jobs.predict import (Interceptor, check_members, discover_members, ensemble_parts, load_ensemble, main,
-                              members_of, read_member)
+from ray_jobs.interceptor import Interceptor
+from ray_jobs.layout import COMPLETE_FILE, ensemble_parts, final_parts
+from ray_jobs.members import check_members, discover_members, load_ensemble, members_of, read_member
+from ray_jobs.predict import main
 from ray_jobs.runner import SpecialistRunner
-from ray_jobs.storage import COMPLETE_FILE, Storage
-from ray_jobs.train import final_parts
+from ray_jobs.storage import Storage
 from specialists import create_model
 from specialists.ensemble import fit_ensemble
 from tests.helpers import TINY, batches, learnable_clips

@@ -25,9 +25,10 @@ import pytest
 
 from data_pipeline import synthetic
 from data_pipeline.shards import list_complete_shards, read_rows, rows_to_batch, shard_metadata
-from ray_jobs.config import ConfigError
-from ray_jobs.prepare import PrepareConfig, main, plan_shards, run
 from data_pipeline.sources import read_manifest
+from ray_jobs.config import ConfigError
+from ray_jobs.prepare import main
+from ray_jobs.sharding import PrepareConfig, plan_shards, run
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = synthetic.config_for_scale("tiny")

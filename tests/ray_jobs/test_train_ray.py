@@ -95,7 +95,6 @@ def test_job_submit_trains_every_specialist_through_the_chain(ray_head, tmp_path
 
 def test_s3_storage_chains_stages_through_the_bucket(ray_head, s3_server, tmp_path):
     config = make_config(tmp_path, "s3run", ["cm"], stages=["ffpp", "celebdf"])
-    log = tmp_path / "s3.log"
     env_extra = {**s3_server["env"]}
     proc = subprocess.run([sys.executable, "-m", "ray_jobs.train", "--config", str(config), "--address",
                            ray_head["gcs"], "--storage-path", f"s3://{s3_server['bucket']}/runs",
@@ -243,7 +242,6 @@ def test_bad_run_configs_fail_before_any_worker_starts(tmp_path, change, message
         (tmp_path / "afile").write_text("x")
         change = {"storage_path": str(tmp_path / "afile" / "sub")}
     config = make_config(tmp_path, "bad", change.pop("specialists", ["cm"]), **change)
-    start = time.time()
     out = subprocess.run([sys.executable, "-m", "ray_jobs.train", "--config", str(config)], cwd=REPO,
                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 2

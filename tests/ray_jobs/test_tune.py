@@ -26,8 +26,8 @@ import yaml
 
 from ray_jobs.checkpoints import build_payload, save_checkpoint
 from ray_jobs.config import StageChain
-from ray_jobs.runner import SpecialistRunner
 from ray_jobs.layout import COMPLETE_FILE, final_parts
+from ray_jobs.runner import SpecialistRunner
 from specialists import create_model
 from tests.conftest import REPO, subprocess_env
 from tests.helpers import TINY, batches, learnable_clips, write_learnable_shards

@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 
 from specialists import metrics as M
-from specialists.ensemble import (Aggregation, AggregationConfig, Ensemble, EnsembleError, aggregate,
-                                  aggregate_video, fit_ensemble, platt_targets, to_logits, video_labels)
+from specialists.ensemble import (
+    Aggregation,
+    AggregationConfig,
+    Ensemble,
+    EnsembleError,
+    aggregate,
+    aggregate_video,
+    fit_ensemble,
+    platt_targets,
+    to_logits,
+    video_labels,
+)
 
 CONFIDENT = AggregationConfig(strategy=Aggregation.CONFIDENT)
 

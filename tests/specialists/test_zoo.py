@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from specialists import (BranchSpec, SpecialistError, SpecialistSpec, create_model, get_spec, list_specialists,
-                         register_specialist)
+from specialists import (
+    BranchSpec,
+    SpecialistError,
+    SpecialistSpec,
+    create_model,
+    get_spec,
+    list_specialists,
+    register_specialist,
+)
 from specialists.branches import RESIDUAL_GAIN, SpecialistModule, high_pass
 from tests.helpers import TINY
 
@@ -54,7 +61,8 @@ def test_forward_backward_finite_with_gradient_everywhere(key):
     logits = model(frames, audio, has_audio)
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
     assert not missing, f"parameters without a finite gradient: {missing}"
 
 
