@@ -4,8 +4,8 @@ Everything runs on a local Ray on this machine (CPU), configured by ``ray_jobs/c
 
 1. generate the synthetic benchmark in the FF++, Celeb-DF v2 and DFDC layouts (skipped if present);
 2. prepare face-clip shards for each dataset with its stage's preprocessing (Ray Data; resumable);
-3. train every specialist through ffpp -> celebdf -> dfdc (Ray Train, all specialists of a stage
-   at once; a rerun skips what is finished);
+3. train every specialist through ffpp -> celebdf -> dfdc (Ray Train; each specialist's chain runs
+   on its own, ``train.max_concurrent`` specialists at a time; a rerun skips what is finished);
 4. fit the Interceptor ensemble on the validation split and evaluate it on the test split;
 5. print the report: validation and test AUC / log loss per specialist per stage, and the ensemble.
 """
