@@ -51,6 +51,8 @@ from .sources.manifest import MANIFEST_FIELDS
 if TYPE_CHECKING:  # annotations only: importing torch here would load it into every Ray Data task
     import torch
 
+#: the columns of a clip row that make a model input (what :func:`rows_to_batch` reads)
+MODEL_INPUT_COLUMNS = ("frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label")
 #: file-level metadata keys of a shard
 STATUS_KEY = b"interceptor.status"
 CONFIG_KEY = b"interceptor.config"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from data_pipeline.shards import MODEL_INPUT_COLUMNS
 from ray_jobs.config import TrainConfig
 from ray_jobs.plan import Job
 
-TRAIN_COLUMNS = ["frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label"]
+TRAIN_COLUMNS = list(MODEL_INPUT_COLUMNS)
 TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id"]
 
 

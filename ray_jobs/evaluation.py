@@ -9,7 +9,6 @@ fit (saved to ``<storage>/<name>/ensemble/ensemble.json``), then the metrics and
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, TrainConfig, from_dict, load_yaml
 from ray_jobs.members import Member, check_members, discover_members, load_ensemble, members_of
 from ray_jobs.reports import write_evaluate_report
+from ray_jobs.sharding import read_prepare_config
 from ray_jobs.storage import Storage
 from ray_jobs.video_metrics import VideoScores, compute_metrics, video_scores
 from specialists.ensemble import DEFAULT_CLIP, Aggregation, AggregationConfig, Ensemble, fit_ensemble
@@ -160,13 +160,8 @@ def preprocessing_notes(members: Sequence[Member], kinds: set[str]) -> list[str]
 
 def clip_record(folder: Path) -> dict[str, Any]:
     """The clip settings the shards were prepared with (from ``prepare_config.json``), if recorded."""
-    path = folder / layout.PREPARE_CONFIG_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return dict(json.loads(path.read_text()).get("clip") or {})
-    except (ValueError, AttributeError):
-        return {}
+    clip = (read_prepare_config(folder) or {}).get("clip")
+    return dict(clip) if isinstance(clip, dict) else {}
 
 
 # ----------------------------------------------------------------------------------- the steps

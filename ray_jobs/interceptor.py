@@ -22,7 +22,7 @@ import numpy as np
 from data_pipeline.clips import ClipConfig, SkipVideo, extract_clips
 from data_pipeline.faces import FaceDetector
 from data_pipeline.filters import Preprocessing, apply_filter, parse_preprocessing
-from data_pipeline.shards import decode_row, rows_to_batch
+from data_pipeline.shards import MODEL_INPUT_COLUMNS, decode_row, rows_to_batch
 from data_pipeline.sources.manifest import ManifestRow
 from ray_jobs.config import ConfigError
 from ray_jobs.members import check_members, load_ensemble, members_of
@@ -31,8 +31,6 @@ from specialists.ensemble import UNSCORED_PROB, Ensemble
 
 #: file endings taken from a folder (a file named on the command line is scored whatever its name)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-#: the columns of a clip row that make a model input
-_INPUT_COLUMNS = ("frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label")
 
 
 def clip_settings(ensemble: Ensemble, fmt: dict[str, Any], overrides: dict[str, Any] | None = None) -> ClipConfig:
@@ -106,7 +104,7 @@ class Interceptor:
             rows = [r if r["preprocessing"] == kind.value else
                     {**r, "frames": np.ascontiguousarray(apply_filter(decode_row(r)[0], kind)).tobytes(),
                      "preprocessing": kind.value} for r in rows]
-        columns = {k: [r[k] for r in rows] for k in _INPUT_COLUMNS}
+        columns = {k: [r[k] for r in rows] for k in MODEL_INPUT_COLUMNS}
         return rows_to_batch(columns, audio_shape=self.audio_shape)
 
     def clip_probs(self, rows: Sequence[dict], keys: Iterable[str] | None = None,

@@ -54,6 +54,9 @@ EVALUATE_REPORT_MD = "report.md"
 ROC_PNG = "roc.png"
 RELIABILITY_PNG = "reliability.png"
 FAMILY_AUC_PNG = "family_auc.png"
+#: the per-epoch columns of a stage's stored history (``meta.json``, ``COMPLETE.json``, ``trials.json``)
+HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_loss", "val_acc_real", "val_acc_fake",
+                "epoch_time_s")
 #: in a shard folder
 PREPARE_CONFIG_FILE = "prepare_config.json"
 PREPARE_SUMMARY_FILE = "summary.json"

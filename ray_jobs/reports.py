@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ray_jobs import layout
 from ray_jobs.storage import Storage
-from ray_jobs.video_metrics import ENSEMBLE, MEAN_PROB, UNCALIBRATED, VideoScores, model_scores, reliability_bins
-from specialists import metrics as M
-from specialists.ensemble import Ensemble
+
+if TYPE_CHECKING:  # the evaluation's plots import these when they run: the train driver and every
+    # chain trial import this module for the train report, and torchmetrics alone costs ~2 s there
+    from ray_jobs.video_metrics import VideoScores
+    from specialists.ensemble import Ensemble
 
 
 def pyplot():
@@ -194,6 +196,9 @@ def format_sweep_summary(keys: list[str], trials: list[dict], best: dict[str, di
 
 def plot_roc(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -> None:
     """Video-level ROC of the ensemble (black) and every specialist, AUC in the legend."""
+    from ray_jobs.video_metrics import ENSEMBLE, MEAN_PROB, UNCALIBRATED, model_scores
+    from specialists import metrics as M
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, (_, video_p) in model_scores(ens, s).items():
@@ -213,6 +218,8 @@ def plot_roc(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -> None:
 
 def plot_reliability(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -> None:
     """Reliability diagram of the ensemble's video probabilities, calibrated and not, over their histogram."""
+    from ray_jobs.video_metrics import ENSEMBLE, UNCALIBRATED, model_scores, reliability_bins
+
     plt = pyplot()
     scores = model_scores(ens, s)
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)

@@ -29,13 +29,11 @@ from torch import nn
 from data_pipeline.augment import augment_batch, build_augmentation
 from data_pipeline.shards import frames_to_float
 from ray_jobs.config import StageRecipe
+from ray_jobs.layout import HISTORY_KEYS
 from specialists.losses import LossKind, build_loss
 from specialists.model import SpecialistModel
 
 LOG_LOSS_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
-#: per-epoch metrics kept in a stage's history (checkpoints, reports, sweep trials)
-HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_loss", "val_acc_real", "val_acc_fake",
-                "epoch_time_s")
 
 
 def unwrap(model: nn.Module) -> SpecialistModel:

@@ -190,15 +190,20 @@ def _fingerprint(cfg: PrepareConfig, root: Path) -> dict[str, Any]:
     }
 
 
+def read_prepare_config(folder: Path) -> dict[str, Any] | None:
+    """The settings a shard folder was prepared with (its ``prepare_config.json``); None if unreadable."""
+    try:
+        data = json.loads((Path(folder) / layout.PREPARE_CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _check_out_dir(out: Path, fingerprint: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / layout.PREPARE_CONFIG_FILE
     if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = None
-        if previous != fingerprint:
+        if read_prepare_config(out) != fingerprint:
             raise ConfigError(f"{out} holds shards prepared with other settings ({layout.PREPARE_CONFIG_FILE}); choose another --out")
         return
     _write_json(path, fingerprint)

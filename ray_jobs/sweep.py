@@ -29,7 +29,6 @@ from ray_jobs.cluster import init_ray
 from ray_jobs.config import ConfigError, StageRecipe, TrainConfig, to_dict
 from ray_jobs.plan import Job, plan
 from ray_jobs.reports import format_sweep_summary, plot_trials
-from ray_jobs.runner import HISTORY_KEYS
 from ray_jobs.storage import Storage
 from ray_jobs.sweep_config import (
     HPARAMS,
@@ -80,7 +79,7 @@ def _history(rows: list[dict]) -> list[dict]:
         epoch = _clean(row.get("epoch"))
         if epoch is None:
             continue
-        by_epoch[int(epoch)] = {k: _clean(row[k]) for k in HISTORY_KEYS if k in row} | {"epoch": int(epoch)}
+        by_epoch[int(epoch)] = {k: _clean(row[k]) for k in layout.HISTORY_KEYS if k in row} | {"epoch": int(epoch)}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
