@@ -32,6 +32,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code specialists data_pipeline ray_jobs benchmarks tests
 	$(PY) -m pytest tests -q
 
 # the whole demo under pytest, checking its 0.8 target (about 10 minutes on 2 CPUs; not in `make test`)
