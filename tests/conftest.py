@@ -17,6 +17,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+#: the moto server's credentials, given to the Ray head when it starts (as a cluster's nodes get
+#: theirs), never to a job: the secret is distinctive so that tests can look for it in Ray's metadata
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "interceptor-test",
+                       "AWS_SECRET_ACCESS_KEY": "interceptor-test-secret-5f1c9a7e",
+                       "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def free_port() -> int:
@@ -45,12 +50,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """``ray start --head`` on 127.0.0.1 (token auth on, as on a real cluster); yields addresses."""
+    """``ray start --head`` on 127.0.0.1 (token auth on, as on a real cluster); yields addresses.
+
+    The head starts with :data:`S3_TEST_CREDENTIALS` in its environment, which its workers inherit:
+    the way a cluster's nodes get credentials (``docs/cloud.md``); jobs pass none."""
     if shutil.which("ray", path=str(BIN)) is None:
         pytest.skip("ray CLI not installed in this environment")
     gcs_port = free_port()
     dashboard_port = 8265 if _port_free(8265) else free_port()
-    env = subprocess_env()
+    env = subprocess_env(**S3_TEST_CREDENTIALS)
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2",
@@ -81,11 +89,11 @@ def s3_server():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port, 60)
-        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}
+        creds = dict(S3_TEST_CREDENTIALS)
         endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                              region_name=creds["AWS_DEFAULT_REGION"])
         client.create_bucket(Bucket="interceptor")
         yield {"endpoint": endpoint, "bucket": "interceptor", "env": creds, "client": client}
     finally:
