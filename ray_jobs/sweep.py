@@ -1,11 +1,13 @@
 """Ray Tune sweeps of a stage's learning rate and focal-loss gamma / alpha: the work of ``interceptor tune``.
 
-For each chosen specialist, one Ray Tune experiment samples the :class:`~ray_jobs.sweep_config.SearchSpace`.
-Each trial is one ``TorchTrainer`` built exactly as the chain builds it (``plan`` -> ``Job`` ->
-``build_trainer``), with the job's recipe replaced by the trial's values; the trainer's per-epoch
-reports reach Tune through ``TuneReportCallback``; an ASHA scheduler stops poor trials early;
-Optuna's TPE (or random search) proposes the values. Specialists are swept one after the other.
-Rerunning a sweep resumes it (``Tuner.restore``); the storage layout is :mod:`ray_jobs.layout`'s.
+One Ray Tune experiment sweeps every chosen specialist at once, sampling the
+:class:`~ray_jobs.sweep_config.SearchSpace` for each. Each trial is one ``TorchTrainer`` built
+exactly as the chain builds it (``plan`` -> ``Job`` -> ``build_trainer``) for the trial's specialist
+(``config["specialist"]``), with the job's recipe replaced by the trial's values; the trainer's
+per-epoch reports reach Tune through ``TuneReportCallback``. Trials of all specialists share one cap,
+``max_concurrent`` (Tune's ``max_concurrent_trials``); per specialist, ASHA stops poor trials early
+and Optuna's TPE (or random search) proposes the values (:mod:`ray_jobs.sweep_search`). Rerunning a
+sweep resumes it (``Tuner.restore``); the storage layout is :mod:`ray_jobs.layout`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from ray_jobs import layout
 from ray_jobs.cluster import init_ray
@@ -40,6 +41,7 @@ from ray_jobs.sweep_config import (
     resolve_search,
     resolve_space,
 )
+from ray_jobs.sweep_search import SPECIALIST, RandomSearch, SpecialistASHA, SpecialistSearch
 from ray_jobs.trainer import build_trainer
 
 
@@ -56,9 +58,10 @@ def _read_best(sp: "SweepPlan") -> dict:
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of one specialist's sweep shares (passed with ``tune.with_parameters``)."""
+    """What every trial of a sweep shares (passed with ``tune.with_parameters``): each
+    specialist's job, by specialist."""
 
-    job: Job
+    jobs: dict[str, Job]
     cfg: TrainConfig
     storage: Storage
     sweep: str
@@ -84,7 +87,8 @@ def _history(rows: list[dict]) -> list[dict]:
 
 
 def sweep_trial(config: dict, ctx: TrialContext) -> None:
-    """One Tune trial: the chain's trainer for (specialist, stage) with the trial's hyperparameters.
+    """One Tune trial: the chain's trainer for (the trial's specialist, the stage) with the trial's
+    hyperparameters.
 
     Reports reach Tune (and ASHA) through ``TuneReportCallback``. When the trainer ends, the trial
     writes ``trial.json`` (hyperparameters, recipe, final metrics) into its run folder; a trial
@@ -95,7 +99,8 @@ def sweep_trial(config: dict, ctx: TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     hparams = {k: float(config[k]) for k in HPARAMS if k in config}
-    job = dataclasses.replace(ctx.job, recipe=ctx.job.recipe.replace(**hparams))
+    job = ctx.jobs[config[SPECIALIST]]
+    job = dataclasses.replace(job, recipe=job.recipe.replace(**hparams))
     parts = layout.trial_run_parts(ctx.cfg.name, ctx.sweep, job.specialist, trial_id)
     if ctx.storage.exists(*parts, layout.TRIAL_FILE):
         last = ctx.storage.read_json(*parts, layout.TRIAL_FILE).get("final_metrics") or {}
@@ -117,13 +122,12 @@ def sweep_trial(config: dict, ctx: TrialContext) -> None:
 class SweepProgress(tune.Callback):
     """A Tune callback printing one line when a trial starts, stops early, finishes or fails."""
 
-    def __init__(self, specialist: str, max_epochs: int):
-        self.specialist = specialist
+    def __init__(self, max_epochs: int):
         self.max_epochs = max_epochs
 
     def _say(self, trial: Any, what: str) -> None:
         hp = " ".join(f"{k}={trial.config[k]:.3g}" for k in HPARAMS if k in trial.config)
-        print(f"[tune] {self.specialist} trial {trial.trial_id} ({hp}): {what}", flush=True)
+        print(f"[tune] {trial.config.get(SPECIALIST)} trial {trial.trial_id} ({hp}): {what}", flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(trial, "started")
@@ -137,47 +141,6 @@ class SweepProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(trial, "failed (its error file is in the sweep's tune folder)")
-
-
-def reported_results(trial: Any) -> list[dict]:
-    """The results a Tune trial reported so far, from its ``result.json`` in storage ([] if none)."""
-    import pyarrow.fs as pafs
-
-    if not trial.storage.trial_dir_name:  # a new trial: no folder, no results yet
-        return []
-    fs, path = trial.storage.storage_filesystem, f"{trial.path}/result.json"
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return []
-    with fs.open_input_stream(path) as f:
-        text = f.read().decode()
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by the interruption
-            continue
-    return rows
-
-
-class ResumableASHA(ASHAScheduler):
-    """ASHA whose rung records survive ``Tuner.restore``.
-
-    Tune does not save scheduler state with an experiment. On restore it re-adds every trial; this
-    replays the results each one had already reported into its bracket, so the trials that ran before
-    an interruption still set the cutoffs for those that run after it (new trials have no results,
-    so nothing changes for them).
-    """
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, trial)
-        bracket = self._trial_info[trial.trial_id]
-        replayed = [r for r in reported_results(trial)
-                    if r.get(self._time_attr) is not None and r.get(self._metric) is not None]
-        for result in replayed:
-            bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric])
-        if replayed:
-            print(f"[tune] trial {trial.trial_id}: {len(replayed)} earlier result(s) restored into ASHA's rungs",
-                  flush=True)
 
 
 # ----------------------------------------------------------------------------------- the sweep
@@ -229,53 +192,71 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     return sp
 
 
-def _search_alg(sp: SweepPlan):
+def _searcher(sp: SweepPlan):
+    """One specialist's searcher: Optuna's TPE or random search, the recipe point and ``space.points`` first."""
     if sp.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(points_to_evaluate=sp.space.points or None, seed=sp.cfg.seed)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(points_to_evaluate=sp.space.points or None, random_state=sp.cfg.seed)
+        return OptunaSearch(points_to_evaluate=[dict(p) for p in sp.space.points] or None, seed=sp.cfg.seed)
+    return RandomSearch(points=sp.space.points, seed=sp.cfg.seed)
 
 
-def build_tuner(sp: SweepPlan, job: Job):
-    """A new Tuner for one specialist's sweep, or the restored one when its experiment exists."""
-    ctx = TrialContext(job, sp.train, sp.storage, sp.cfg.sweep)
+def experiment_parts(sp: SweepPlan) -> tuple[str, ...]:
+    """The sweep's Tune experiment: one for its set of specialists (``tune/cm_tm``), so a rerun
+    with the same specialists resumes it and one with others starts its own."""
+    return layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep, "_".join(sorted(j.specialist for j in sp.jobs)))
+
+
+def build_tuner(sp: SweepPlan):
+    """The sweep's Tuner (every specialist's trials, one cap), or the restored one when its experiment exists."""
+    ctx = TrialContext({j.specialist: j for j in sp.jobs}, sp.train, sp.storage, sp.cfg.sweep)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), {"CPU": 0.01})
     fs = sp.storage.filesystem if sp.storage.is_s3 else None
-    experiment_parts = layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep, job.specialist)
-    experiment = sp.storage.path(*experiment_parts)
+    parts = experiment_parts(sp)
+    experiment = sp.storage.path(*parts)
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
-        print(f"[tune] {job.specialist}: resuming the sweep in {sp.storage.display(*experiment_parts)}", flush=True)
+        print(f"[tune] {', '.join(j.specialist for j in sp.jobs)}: resuming the sweep in {sp.storage.display(*parts)}",
+              flush=True)
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
                                   resume_errored=sp.cfg.retry_errored, storage_filesystem=fs)
+    keys = [j.specialist for j in sp.jobs]
     # stop_last_trials=False: a trial that reaches max_t ends by itself (and records trial.json)
     # instead of being stopped by the scheduler at its last report
-    scheduler = ResumableASHA(time_attr="epoch", max_t=sp.stage.total_epochs, grace_period=sp.cfg.grace_period,
+    scheduler = SpecialistASHA(keys, time_attr="epoch", max_t=sp.stage.total_epochs, grace_period=sp.cfg.grace_period,
                                reduction_factor=sp.cfg.reduction_factor, stop_last_trials=False)
+    search = SpecialistSearch({k: _searcher(sp) for k in keys}, sp.cfg.num_samples)
     return tune.Tuner(
         trainable,
         param_space=sp.space.param_space(),
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=sp.cfg.num_samples,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=sp.cfg.num_samples * len(keys),
                                     max_concurrent_trials=sp.cfg.max_concurrent or None,
-                                    search_alg=_search_alg(sp), scheduler=scheduler, reuse_actors=False,
+                                    search_alg=search, scheduler=scheduler, reuse_actors=False,
                                     trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=job.specialist,
-                                  storage_path=sp.storage.path(*layout.sweep_tune_parts(sp.train.name, sp.cfg.sweep)),
+        run_config=tune.RunConfig(name=parts[-1], storage_path=sp.storage.path(*parts[:-1]),
                                   storage_filesystem=fs, verbose=0,
-                                  callbacks=[SweepProgress(job.specialist, sp.stage.total_epochs)]),
+                                  callbacks=[SweepProgress(sp.stage.total_epochs)]),
     )
 
 
-def collect_trials(sp: SweepPlan, job: Job, results) -> list[dict]:
-    """One row per trial of a specialist's sweep: hyperparameters, status, history, best epoch."""
+def _span(rows: list[dict]) -> tuple[float | None, float | None]:
+    """When a trial ran, from Tune's auto-filled report fields: (first report's time minus the time
+    it had run, last report's time), unix seconds (``timestamp`` is whole seconds)."""
+    times = [(r["timestamp"] - (r.get("time_total_s") or 0.0), r["timestamp"]) for r in rows
+             if isinstance(_clean(r.get("timestamp")), (int, float))]
+    if not times:
+        return None, None
+    return round(float(min(t[0] for t in times)), 2), float(max(t[1] for t in times))
+
+
+def collect_trials(sp: SweepPlan, results) -> list[dict]:
+    """One row per trial: specialist, hyperparameters, status, history, best epoch, when it ran."""
     max_epochs = sp.stage.total_epochs
     rows = []
     for result in results:
-        trial_id = Path(result.path).name
+        trial_id, specialist = Path(result.path).name, result.config[SPECIALIST]
         df = result.metrics_dataframe
-        history = _history(df.to_dict("records") if df is not None else [])
+        reports = df.to_dict("records") if df is not None else []
+        history = _history(reports)
         epochs = history[-1]["epoch"] if history else 0
         if result.error is not None:
             status = "error"
@@ -287,17 +268,18 @@ def collect_trials(sp: SweepPlan, job: Job, results) -> list[dict]:
             status = "no result"
         scored = [h for h in history if h.get(METRIC) is not None]
         best = max(scored, key=_rank) if scored else {}
+        started, ended = _span(reports)
         rows.append({
-            "specialist": job.specialist, "trial_id": trial_id, "status": status,
+            "specialist": specialist, "trial_id": trial_id, "status": status,
             "hparams": {k: float(result.config[k]) for k in sp.space.bounds if k in result.config},
             "epochs": epochs, "max_epochs": max_epochs, "best_epoch": best.get("epoch"),
             "best_val_auc": best.get(METRIC), "best_val_log_loss": best.get("val_log_loss"),
             "last_val_auc": scored[-1][METRIC] if scored else None,
             "error": str(result.error).strip().splitlines()[-1][:300] if result.error is not None else None,
-            "run": sp.storage.display(*layout.trial_run_parts(sp.train.name, sp.cfg.sweep, job.specialist, trial_id)),
-            "history": history,
+            "run": sp.storage.display(*layout.trial_run_parts(sp.train.name, sp.cfg.sweep, specialist, trial_id)),
+            "started": started, "ended": ended, "history": history,
         })
-    return sorted(rows, key=lambda r: r["trial_id"])
+    return sorted(rows, key=lambda r: (r["specialist"], r["trial_id"]))
 
 
 def _rank(row: dict) -> tuple[float, float]:
@@ -325,18 +307,20 @@ def best_checkpoint_in_run(storage: Storage, run: tuple[str, ...]) -> tuple[str,
     return (best[1], best[2]) if best else None
 
 
-def select_best(sp: SweepPlan, job: Job, trials: list[dict]) -> dict | None:
-    """Copy the best trial's best checkpoint to ``best/<specialist>/``; return its best.json entry."""
-    for trial in sorted((t for t in trials if t["best_val_auc"] is not None), key=_rank, reverse=True):
-        run = layout.trial_run_parts(sp.train.name, sp.cfg.sweep, job.specialist, trial["trial_id"])
+def select_best(sp: SweepPlan, specialist: str, trials: list[dict]) -> dict | None:
+    """Copy the specialist's best trial's best checkpoint (by validation) to ``best/<specialist>/``;
+    return its best.json entry."""
+    mine = (t for t in trials if t["specialist"] == specialist and t["best_val_auc"] is not None)
+    for trial in sorted(mine, key=_rank, reverse=True):
+        run = layout.trial_run_parts(sp.train.name, sp.cfg.sweep, specialist, trial["trial_id"])
         found = best_checkpoint_in_run(sp.storage, run)
         if found is None:
             continue
         folder, meta = found
-        target = layout.sweep_best_parts(sp.train.name, sp.cfg.sweep, job.specialist)
+        target = layout.sweep_best_parts(sp.train.name, sp.cfg.sweep, specialist)
         source = sp.storage.display(*run, folder)
         previous = _read_best(sp)
-        if previous.get("best", {}).get(job.specialist, {}).get("source") != source \
+        if previous.get("best", {}).get(specialist, {}).get("source") != source \
                 or not sp.storage.exists(*target, layout.CHECKPOINT_FILE):
             sp.storage.copy_in(sp.storage.path(*run, folder), sp.storage.filesystem, *target)
         metrics = meta.get("metrics", {})
@@ -353,7 +337,7 @@ def write_results(sp: SweepPlan, trials: list[dict], best: dict[str, dict], wall
         tmp_path = Path(tmp)
         with (tmp_path / layout.TRIALS_CSV).open("w", newline="") as f:
             cols = ["specialist", "trial_id", "status", *HPARAMS, "epochs", "max_epochs", "best_epoch",
-                    "best_val_auc", "best_val_log_loss", "last_val_auc", "error"]
+                    "best_val_auc", "best_val_log_loss", "last_val_auc", "error", "started", "ended"]
             writer = csv.DictWriter(f, fieldnames=cols)
             writer.writeheader()
             for t in trials:
@@ -373,7 +357,7 @@ def write_results(sp: SweepPlan, trials: list[dict], best: dict[str, dict], wall
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
-    """Validate, then sweep each specialist (resuming what exists); returns the best.json content."""
+    """Validate, then sweep every specialist at once (resuming what exists); returns the best.json content."""
     start = time.time()
     sp = plan_sweep(cfg)
     init_ray(sp.train.address, sp.train.num_cpus)
@@ -381,21 +365,19 @@ def run_sweep(cfg: SweepConfig) -> dict:
         sp.storage.write_json({"sweep": cfg.sweep, "signature": sp.signature, "config": to_dict(cfg),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, *sp.parts(layout.SWEEP_FILE))
     print(f"[tune] sweep {cfg.sweep!r}, stage {sp.stage.name}: {sp.space.describe()}; {sp.search} search, "
-          f"{cfg.num_samples} trial(s) per specialist, {cfg.max_concurrent or 'unlimited'} at once; ASHA on "
+          f"{cfg.num_samples} trial(s) per specialist ({', '.join(j.specialist for j in sp.jobs)}), "
+          f"{cfg.max_concurrent or 'as many as the cluster fits'} at once in all; ASHA per specialist on "
           f"{METRIC} (grace {cfg.grace_period}, reduction {cfg.reduction_factor:g}, max {sp.stage.total_epochs} "
           f"epoch(s)); storage {sp.storage.display(*sp.parts())}", flush=True)
-    trials: list[dict] = []
+    trials = collect_trials(sp, build_tuner(sp).fit())
     best: dict[str, dict] = {}
     for job in sp.jobs:
-        results = build_tuner(sp, job).fit()
-        rows = collect_trials(sp, job, results)
-        trials.extend(rows)
-        chosen = select_best(sp, job, rows)
+        chosen = select_best(sp, job.specialist, trials)
         if chosen is not None:
             best[job.specialist] = chosen
         else:
             print(f"[tune] {job.specialist}: no trial reported a checkpoint", file=sys.stderr, flush=True)
-        write_results(sp, trials, best, time.time() - start)
+    write_results(sp, trials, best, time.time() - start)
     wall = time.time() - start
     stopped = sum(t["status"] == "stopped" for t in trials)
     print(format_sweep_summary([k for k in HPARAMS if k in sp.space.bounds], trials, best), flush=True)

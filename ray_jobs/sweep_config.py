@@ -60,7 +60,9 @@ class SweepConfig:
     num_samples: int = 8
     """Trials per specialist (the recipe point and ``space.points`` included)."""
     max_concurrent: int = 2
-    """Trials running at once per specialist (0: as many as the cluster fits)."""
+    """Trials running at once, all specialists together: one cap for the whole sweep, whose
+    specialists are swept side by side (0: as many as the cluster fits). Size it to the cluster:
+    each trial is one trainer of ``train.num_workers`` workers."""
     grace_period: int = 1
     """ASHA: epochs every trial runs before it can be stopped."""
     reduction_factor: float = 3.0

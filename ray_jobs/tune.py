@@ -6,22 +6,23 @@
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ray_jobs.tune --config sweep.yaml
     interceptor train --config run.yaml --from-sweep s1     # then train the chain with what it found
 
-For each chosen specialist, one Ray Tune experiment samples ``lr`` (log-uniform, by default
+One Ray Tune experiment sweeps every chosen specialist at once. For each it samples ``lr`` (log-uniform, by default
 ``[lr / 10, lr * 10]`` around the stage recipe's value), ``focal_gamma`` (uniform, focal stages) and
 ``focal_alpha`` (uniform, where the stage's loss has an alpha). Each trial is one ``TorchTrainer``
 built exactly as the chain builds it (``plan.plan`` -> ``Job`` -> ``trainer.build_trainer``), with
 the job's recipe replaced by the trial's values: same shards, same class balancing, initialised from
 the previous stage's final checkpoint. The trainer's per-epoch reports reach Tune through
 ``TuneReportCallback``; an ASHA scheduler (``time_attr="epoch"``, ``val_auc`` max) stops poor trials
-early; Optuna's TPE proposes the values when ``optuna`` is installed (``pip install
-'interceptor-specialists[tune]'``), otherwise random search. Specialists are swept one after the
-other; within a specialist ``max_concurrent`` trials run at once.
+early, comparing a trial only with its own specialist's; Optuna's TPE proposes the values when
+``optuna`` is installed (``pip install 'interceptor-specialists[tune]'``), otherwise random search,
+one searcher per specialist. The specialists' trials run side by side, taking turns to start, at
+most ``max_concurrent`` at once in all (one cap for the sweep, as ``max_concurrent_trials``).
 
 Storage, under ``<storage>/<name>/sweeps/<sweep>/``:
 
 ```
 sweep.json                    the resolved search space and scheduler settings (a rerun must match)
-tune/<specialist>/            the Ray Tune experiment (what ``Tuner.restore`` resumes)
+tune/<specialists>/           the Ray Tune experiment, e.g. tune/cm_tm (what ``Tuner.restore`` resumes)
 trials/<specialist>-<trial>/  that trial's Ray Train run (checkpoints) and, once it finished, trial.json
 trials.csv  trials.json       every trial: hyperparameters, status, epochs, best val AUC, per-epoch history
 trials.png                    val AUC vs lr coloured by gamma, and val AUC curves per trial
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stage", help="stage to sweep (name or seed alias)")
     ap.add_argument("--specialists", nargs="+", help="specialists to sweep (default: the train config's, else all)")
     ap.add_argument("--num-samples", type=int, help="trials per specialist")
-    ap.add_argument("--max-concurrent", type=int, help="trials at once per specialist (0: no limit)")
+    ap.add_argument("--max-concurrent", type=int, help="trials at once, all specialists together (0: no limit)")
     ap.add_argument("--lr-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="absolute lr bounds")
     ap.add_argument("--gamma-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="focal gamma bounds")
     ap.add_argument("--alpha-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="focal alpha bounds")
