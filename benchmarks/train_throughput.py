@@ -43,9 +43,46 @@ def plain_loop(job, batch_size: int, epochs: int, threads: int, device: str = "c
     return out
 
 
-def main() -> None:
+def bench_config(shards: str, args: argparse.Namespace, tmp: Path, s3_endpoint: str | None = None):
+    """The one-specialist, one-stage train config the benchmark times (shards local or ``s3://``)."""
+    from ray_jobs.config import TrainConfig
+
+    cfg = TrainConfig(shards={"ffpp": shards}, storage_path=str(tmp / "runs"), name="bench", s3_endpoint=s3_endpoint,
+                      specialists=[args.specialist], stages=["ffpp"], batch_size=args.batch_size,
+                      stage_overrides={"ffpp": {"epochs": args.epochs}}, cpus_per_worker=float(args.threads),
+                      balance_classes=args.balance, log_every=0, score_test=False, num_cpus=args.threads + 1,
+                      use_gpu=args.device.startswith("cuda"), cache_shards=args.cache_shards,
+                      prefetch_batches=args.prefetch)
+    cfg.model.backbone = args.backbone
+    cfg.model.allow_random_init = True  # a throughput benchmark: random weights on purpose
+    return cfg
+
+
+def ray_loop(job, cfg, storage, run_name: str) -> dict:
+    """Time the train job's own ``TorchTrainer`` on ``job`` (epochs after the first): training
+    samples/s, whole-epoch samples/s, the data-wait shares and the whole run's seconds."""
+    from ray_jobs.trainer import build_trainer
+
+    t = time.time()
+    result = build_trainer(job, cfg, storage, run_name=run_name).fit()
+    ray_s = time.time() - t
+    df = result.metrics_dataframe.sort_values("epoch")
+    later = df[df["epoch"] > 1]
+    samples = later["train_samples"].sum()
+    return {
+        "samples_per_s": samples / (later["train_samples"] / later["train_samples_per_s"]).sum(),
+        # whole epochs as the runner times them: training + validation
+        "epoch_samples_per_s": samples / later["epoch_time_s"].sum(),
+        "mean_epoch_s": later["epoch_time_s"].mean(),
+        "data_wait": float((later["data_wait_frac"] * later["train_samples"]).sum() / samples),
+        "step_wait": float((later["data_wait_step_frac"] * later["train_samples"]).sum() / samples),
+        "first_batch_s": later["data_wait_first_s"].mean(),
+        "run_s": ray_s,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", help="a prepared shard folder (default: generated)")
     ap.add_argument("--specialist", default="cm")
     ap.add_argument("--backbone", default="test_efficientnet")
     ap.add_argument("--epochs", type=int, default=3)
@@ -60,13 +97,16 @@ def main() -> None:
     ap.add_argument("--frames", choices=["uint8", "float", "both"], default="uint8",
                     help="TrainConfig.uint8_frames for the Ray path: uint8 to the device (default), "
                          "float32 from the prefetch threads, or both, one after the other")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
+    ap.add_argument("--shards", help="a prepared shard folder (default: generated)")
     ap.add_argument("--plain-only", action="store_true", help="time the plain loop only (no Ray)")
     args = ap.parse_args()
-    use_gpu = args.device.startswith("cuda")
 
-    from ray_jobs.config import TrainConfig
     from ray_jobs.plan import plan
-    from ray_jobs.trainer import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="interceptor-bench-"))
     shards = args.shards
@@ -74,13 +114,7 @@ def main() -> None:
         from tests.helpers import write_learnable_shards
 
         shards = str(write_learnable_shards(tmp / "shards", n_train=args.n_train, size=args.size))
-    cfg = TrainConfig(shards={"ffpp": shards}, storage_path=str(tmp / "runs"), name="bench",
-                      specialists=[args.specialist], stages=["ffpp"], batch_size=args.batch_size,
-                      stage_overrides={"ffpp": {"epochs": args.epochs}}, cpus_per_worker=float(args.threads),
-                      balance_classes=args.balance, log_every=0, score_test=False, num_cpus=args.threads + 1,
-                      use_gpu=use_gpu, cache_shards=args.cache_shards,
-                      prefetch_batches=args.prefetch)
-    cfg.model.backbone = args.backbone
+    cfg = bench_config(shards, args, tmp)
     storage, planned = plan(cfg)
     job = planned[0][1][0]
 
@@ -101,25 +135,16 @@ def main() -> None:
     init_ray(None, cfg.num_cpus)
     for frames in (["uint8", "float"] if args.frames == "both" else [args.frames]):
         cfg.uint8_frames = frames == "uint8"
-        t = time.time()
-        result = build_trainer(job, cfg, storage, run_name=f"bench-{frames}").fit()
-        ray_s = time.time() - t
-        df = result.metrics_dataframe.sort_values("epoch")
+        r = ray_loop(job, cfg, storage, f"bench-{frames}")
+        print(f"Ray Train + Data   : {r['samples_per_s']:8.1f} samples/s  frames={frames} cache_shards={args.cache_shards} "
+              f"balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {r['run_s']:.0f}s)")
+        print(f"ratio Ray / plain  : {r['samples_per_s'] / plain_sps:.3f}   (target >= 0.9)")
+        print(f"Ray whole epochs   : {r['epoch_samples_per_s']:8.1f} training samples per second of epoch wall time "
+              f"(validation included; mean epoch {r['mean_epoch_s']:.1f}s)")
+        print(f"Ray data-wait share: {r['data_wait'] * 100:.1f}% of step time   (target < 5%)")
+        print(f"  of which          : {r['first_batch_s']:.2f}s per epoch for its first batch "
+              f"(stream start, shuffle-buffer fill); {r['step_wait'] * 100:.1f}% of the time after it")
 
-        later = df[df["epoch"] > 1]
-        ray_sps = later["train_samples"].sum() / (later["train_samples"] / later["train_samples_per_s"]).sum()
-        # whole epochs as the runner times them: training + validation
-        epoch_sps = later["train_samples"].sum() / later["epoch_time_s"].sum()
-        wait = float((later["data_wait_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
-        step_wait = float((later["data_wait_step_frac"] * later["train_samples"]).sum() / later["train_samples"].sum())
-        print(f"Ray Train + Data   : {ray_sps:8.1f} samples/s  frames={frames} cache_shards={args.cache_shards} "
-              f"balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {ray_s:.0f}s)")
-        print(f"ratio Ray / plain  : {ray_sps / plain_sps:.3f}   (target >= 0.9)")
-        print(f"Ray whole epochs   : {epoch_sps:8.1f} training samples per second of epoch wall time "
-              f"(validation included; mean epoch {later['epoch_time_s'].mean():.1f}s)")
-        print(f"Ray data-wait share: {wait * 100:.1f}% of step time   (target < 5%)")
-        print(f"  of which          : {later['data_wait_first_s'].mean():.2f}s per epoch for its first batch "
-              f"(stream start, shuffle-buffer fill); {step_wait * 100:.1f}% of the time after it")
 
 if __name__ == "__main__":
     main()

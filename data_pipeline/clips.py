@@ -16,13 +16,13 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from .audio import AudioConfig
 from .faces import FaceDetector, create_detector, crop_face, fill_missing, track_video
+from .filesystems import FsPath
 from .filters import Preprocessing, apply_filter, parse_preprocessing
-from .shards import make_row, write_shard
+from .shards import Location, make_row, write_shard
 from .sources.manifest import ManifestRow
 from .video import VideoError, decode_clips
 
@@ -108,15 +108,14 @@ class ClipResult:
 
 
 def extract_clips_with_notes(
-    row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | None = None
+    row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | None = None, endpoint: str | None = None
 ) -> ClipResult:
     """Like :func:`extract_clips`, also returning notes (``"no audio track"``, clips whose face
-    box was borrowed from a neighbouring clip) for the preparation report."""
-    if not row.exists:
-        raise SkipVideo("missing file")
+    box was borrowed from a neighbouring clip) for the preparation report. ``row.path`` may be an
+    ``s3://`` URI (``endpoint``: a custom S3 endpoint): the video is decoded from the object."""
     detector = detector or cfg.make_detector()
     try:
-        decoded = decode_clips(row.path, cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
+        decoded = decode_clips(FsPath.of(row.path, endpoint), cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
     except VideoError as exc:
         raise SkipVideo(exc.reason, exc.detail) from None
     found = track_video(decoded.frames, detector, cfg.probes, fill=False)
@@ -187,9 +186,11 @@ def video_status(
 
 
 def process_shard(
-    name: str, rows: list[ManifestRow], out_dir: Path, cfg: ClipConfig, metadata: Mapping[str, Any] | None = None
+    name: str, rows: list[ManifestRow], out_dir: Location, cfg: ClipConfig, metadata: Mapping[str, Any] | None = None,
+    endpoint: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Make one shard: the clips of every video of ``rows``, written atomically as ``out_dir/name``.
+    """Make one shard: the clips of every video of ``rows``, written atomically as ``out_dir/name``
+    (a local folder or an ``s3://`` prefix; ``endpoint``: a custom S3 endpoint, for videos too).
 
     Returns one status per video, also stored in the shard's metadata (``status``) next to
     ``metadata``. A video that cannot be used gets a ``skipped`` status with its reason; an
@@ -205,7 +206,7 @@ def process_shard(
     statuses = []
     for row in rows:
         try:
-            result = extract_clips_with_notes(row, cfg, detector)
+            result = extract_clips_with_notes(row, cfg, detector, endpoint)
         except SkipVideo as exc:
             statuses.append(video_status(row, "skipped", reason=exc.reason, detail=exc.detail))
             continue
@@ -216,16 +217,17 @@ def process_shard(
             continue
         clip_rows += result.rows
         statuses.append(video_status(row, "ok", clips=len(result.rows), notes=result.notes))
-    write_shard(Path(out_dir) / name, clip_rows, {**(metadata or {}), "status": statuses})
+    write_shard(FsPath.of(out_dir, endpoint) / name, clip_rows, {**(metadata or {}), "status": statuses})
     return statuses
 
 
-def shard_task(item: Mapping[str, Any], out_dir: str, clip: Mapping[str, Any], fingerprint: str) -> list[dict[str, Any]]:
+def shard_task(item: Mapping[str, Any], out_dir: str, clip: Mapping[str, Any], fingerprint: str,
+               endpoint: str | None = None) -> list[dict[str, Any]]:
     """Ray Data ``flat_map`` function of the preparation job: one batch -> per-video status rows.
 
     ``item`` is ``{"shard": file name, "videos": JSON list of manifest rows}``. It lives here,
     not in ``ray_jobs.sharding``, so Ray workers import only this light module (no torch).
     """
     rows = [ManifestRow.from_dict(r) for r in json.loads(item["videos"])]
-    statuses = process_shard(item["shard"], rows, Path(out_dir), ClipConfig.from_dict(clip), {"config": fingerprint})
+    statuses = process_shard(item["shard"], rows, out_dir, ClipConfig.from_dict(clip), {"config": fingerprint}, endpoint)
     return [{**s, "shard": item["shard"], "shard_videos": len(rows)} for s in statuses]

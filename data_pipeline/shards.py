@@ -24,9 +24,11 @@ face_box       list<float32>     ``[x0, y0, x1, y1]`` of the crop in source-fram
 preprocessing  string            ``resize``, ``clahe`` or ``clahe_bilateral``
 ============== ================= ==========================================================
 
-Shards are written atomically (``<name>.parquet.tmp`` then :func:`os.replace`), so a reader
-never sees a partial ``.parquet`` file, and named deterministically from the batch of videos
-they hold (:func:`shard_name`), so a rerun of the preparation recognises and skips finished
+Shards live in a local/NFS folder or under an ``s3://`` prefix (every function here takes either,
+plus ``endpoint`` for a custom S3 endpoint; :mod:`.filesystems`). They are written atomically
+(locally ``<name>.parquet.tmp`` then :func:`os.replace`; on S3 the complete file in one upload), so
+a reader never sees a partial ``.parquet`` file, and named deterministically from the batch of
+videos they hold (:func:`shard_name`), so a rerun of the preparation recognises and skips finished
 shards. A shard's Parquet key-value metadata carries the per-video status of its batch
 (:data:`STATUS_KEY`), so a resumed run rebuilds the same report without redoing the work.
 """
@@ -39,13 +41,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .audio import AudioConfig
+from .filesystems import FsPath, write_atomic
 from .sources.manifest import MANIFEST_FIELDS
 
 if TYPE_CHECKING:  # annotations only: importing torch here would load it into every Ray Data task
@@ -79,6 +82,9 @@ SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 assert COLUMNS[: len(MANIFEST_FIELDS)] == MANIFEST_FIELDS
 _SMALL_COLUMNS = [c for c in COLUMNS if c not in ("frames", "audio")]
+
+#: a shard file or folder: a local path, an ``s3://`` URI or a path on a filesystem
+Location = Union[str, "os.PathLike[str]", FsPath]
 
 _SHARD_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-(?P<split>[a-z]+)(?:-c(?P<chunk>\d+))?-(?P<digest>[0-9a-f]{16})\.parquet$")
 
@@ -176,18 +182,19 @@ def parse_shard_name(name: str) -> dict[str, Any] | None:
     return {**d, "chunk": int(d["chunk"]) if d["chunk"] is not None else None}
 
 
-def write_shard(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write ``rows`` as one Parquet shard at ``path``, atomically.
+def write_shard(path: Location, rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None,
+                endpoint: str | None = None) -> FsPath:
+    """Write ``rows`` as one Parquet shard at ``path``, atomically; returns where it is.
 
-    The data go to ``<path>.tmp``, which is then renamed onto ``path`` with :func:`os.replace`
-    (atomic on POSIX filesystems), so ``path`` either does not exist or is complete, whenever the
-    writing process dies. (No fsync: surviving a power cut is left to the filesystem.) ``metadata`` values
-    are stored JSON-encoded under ``interceptor.<key>`` in the file's key-value metadata.
-    An empty ``rows`` writes a valid zero-row shard (a batch whose videos were all skipped is
-    still finished).
+    Locally the data go to ``<path>.tmp``, which is then renamed onto ``path`` with
+    :func:`os.replace` (atomic on POSIX filesystems); on S3 the file is encoded in memory and
+    uploaded as one object, which S3 publishes only once complete. Either way ``path`` does not
+    exist or is complete, whenever the writing process dies. (No fsync: surviving a power cut is
+    left to the filesystem.) ``metadata`` values are stored JSON-encoded under
+    ``interceptor.<key>`` in the file's key-value metadata. An empty ``rows`` writes a valid
+    zero-row shard (a batch whose videos were all skipped is still finished).
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = FsPath.of(path, endpoint)
     schema = SCHEMA
     if metadata:
         schema = SCHEMA.with_metadata({f"interceptor.{k}".encode(): json.dumps(v, sort_keys=True) for k, v in metadata.items()})
@@ -198,27 +205,30 @@ def write_shard(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
     nulls = [name for name in COLUMNS if table.column(name).null_count]
     if nulls:
         raise ShardError(f"rows do not match the shard schema: missing values in {', '.join(nulls)}")
-    tmp = dest.with_name(dest.name + TMP_SUFFIX)
+    options = dict(compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS,
+                   use_dictionary=_SMALL_COLUMNS,  # no dictionary / statistics over the pixel and audio blobs
+                   write_statistics=_SMALL_COLUMNS)
+    if not dest.is_local:
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, **options)
+        write_atomic(dest.fs, dest.path, buffer.getvalue())
+        return dest
+    local = Path(dest.path)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + TMP_SUFFIX)
     try:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=1,
-            row_group_size=ROW_GROUP_ROWS,
-            use_dictionary=_SMALL_COLUMNS,  # no dictionary / statistics over the pixel and audio blobs
-            write_statistics=_SMALL_COLUMNS,
-        )
-        os.replace(tmp, dest)
+        pq.write_table(table, tmp, **options)
+        os.replace(tmp, local)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return dest
 
 
-def shard_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def shard_metadata(path: Location, endpoint: str | None = None) -> dict[str, Any]:
     """The ``interceptor.*`` key-value metadata of a shard, decoded (``{"status": [...], ...}``)."""
-    meta = pq.read_schema(path).metadata or {}
+    p = FsPath.of(path, endpoint)
+    meta = pq.read_schema(p.path, filesystem=p.fs).metadata or {}
     out = {}
     for k, v in meta.items():
         if k.startswith(b"interceptor."):
@@ -227,20 +237,19 @@ def shard_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def list_complete_shards(
-    out_dir: str | os.PathLike[str],
+    out_dir: Location,
     dataset: str | None = None,
     split: str | Sequence[str] | None = None,
     chunk: int | Sequence[int] | None = None,
-) -> list[Path]:
+    endpoint: str | None = None,
+) -> list[FsPath]:
     """Finished shards in ``out_dir`` (never ``*.tmp``), sorted by name, optionally filtered by
-    dataset, split(s) and chunk(s) as encoded in their names."""
-    folder = Path(out_dir)
-    if not folder.is_dir():
-        return []
+    dataset, split(s) and chunk(s) as encoded in their names. One listing of the folder."""
+    folder = FsPath.of(out_dir, endpoint)
     splits = {split} if isinstance(split, str) else set(split) if split is not None else None
     chunks = {chunk} if isinstance(chunk, int) else set(chunk) if chunk is not None else None
     out = []
-    for p in sorted(folder.glob("*.parquet")):
+    for p in folder.snapshot().glob("*.parquet"):
         info = parse_shard_name(p.name)
         if info is None or not p.is_file():
             continue
@@ -250,36 +259,38 @@ def list_complete_shards(
             continue
         if chunks is not None and (info["chunk"] or 0) not in chunks:
             continue
-        out.append(p)
+        out.append(FsPath(p.fs, p.path))
     return out
 
 
-def remove_partial(out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Delete leftover ``*.parquet.tmp`` files of an interrupted run; returns what was removed."""
-    folder = Path(out_dir)
+def remove_partial(out_dir: Location, endpoint: str | None = None) -> list[FsPath]:
+    """Delete leftover ``*.parquet.tmp`` files of an interrupted run; returns what was removed
+    (S3 never has any: an interrupted upload leaves no object)."""
     removed = []
-    if folder.is_dir():
-        for p in sorted(folder.glob(f"*.parquet{TMP_SUFFIX}")):
-            p.unlink(missing_ok=True)
-            removed.append(p)
+    for p in FsPath.of(out_dir, endpoint).glob(f"*.parquet{TMP_SUFFIX}"):
+        p.fs.delete_file(p.path)
+        removed.append(p)
     return removed
 
 
-def read_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def read_rows(path: Location, columns: Sequence[str] | None = None, endpoint: str | None = None) -> list[dict[str, Any]]:
     """All rows of one shard as dicts (small shards, tests and tools; training streams with Ray Data)."""
-    return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
+    p = FsPath.of(path, endpoint)
+    return pq.read_table(p.path, filesystem=p.fs, columns=list(columns) if columns else None).to_pylist()
 
 
 # --------------------------------------------------------------------------- training batches
 
-def iter_shard_batches(files: Iterable[str | os.PathLike[str]], batch_size: int,
-                       columns: Sequence[str] | None = None, extras: Sequence[str] = ()):
-    """Training-batch tensors (:func:`rows_to_batch`) of shard files read in order, ``batch_size``
-    rows at a time (a file's last batch may be smaller), without loading whole files: for a
-    single process (scoring a split in a worker, benchmarks); training streams with Ray Data."""
+def iter_shard_batches(files: Iterable[Location], batch_size: int, columns: Sequence[str] | None = None,
+                       extras: Sequence[str] = (), endpoint: str | None = None):
+    """Training-batch tensors (:func:`rows_to_batch`) of shard files (local or ``s3://``) read in
+    order, ``batch_size`` rows at a time (a file's last batch may be smaller), without loading whole
+    files: for a single process (scoring a split in a worker, benchmarks); training streams with Ray Data."""
     for f in files:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
-            yield rows_to_batch(pa.Table.from_batches([rb]), extras=extras)
+        p = FsPath.of(f, endpoint)
+        with p.fs.open_input_file(p.path) as source:
+            for rb in pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
+                yield rows_to_batch(pa.Table.from_batches([rb]), extras=extras)
 
 
 def _column(batch: Any, name: str) -> np.ndarray:

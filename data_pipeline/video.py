@@ -1,6 +1,9 @@
 """PyAV video I/O: probing, evenly spread clip decoding, log-mel audio windows, atomic writing.
 
-Everything here works on plain files and NumPy arrays; nothing imports torch or ray.
+Everything here works on files and NumPy arrays; nothing imports torch or ray. A video is a local
+path, or an object in S3 (an ``s3://`` URI or a :class:`~data_pipeline.filesystems.FsPath`), which
+PyAV decodes in place through a read-ahead file object of ranged reads
+(:class:`~data_pipeline.filesystems.RangeReader`): no copy of the video is made.
 
 * :func:`probe` reads a file's header (frames, fps, size, audio) without decoding pictures.
 * :func:`sample_clip_starts` spreads ``clips_per_video`` clips of ``clip_len`` frames evenly
@@ -10,8 +13,8 @@ Everything here works on plain files and NumPy arrays; nothing imports torch or 
   audio once to mono and cuts one log-mel window per clip, aligned with the clip's time span.
 * :func:`log_mel` / :func:`audio_window` are the audio feature (defined in :mod:`.audio`,
   re-exported here with :class:`AudioConfig` and :func:`mel_filterbank`).
-* :func:`write_video` writes H.264 (+ AAC) mp4 atomically (temp file in the same folder, then
-  :func:`os.replace`).
+* :func:`write_video` (from :mod:`.encoding`) writes H.264 (+ AAC) mp4 atomically (temp file in
+  the same folder, then :func:`os.replace`).
 
 Every failure to read a video is a :class:`VideoError` whose ``reason`` is a short,
 machine-friendly string (``"missing file"``, ``"empty file"``, ``"truncated"``,
@@ -22,19 +25,22 @@ so that a pipeline can report why a video was skipped.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Union
 
 import av
 import numpy as np
+import pyarrow.fs as pafs
 
 # the audio features live in .audio; re-exported because callers import them from here
 from .audio import AudioConfig, audio_window, log_mel, mel_filterbank
+from .encoding import write_video
+from .filesystems import READ_BLOCK, FsPath, RangeReader, is_s3
 
 PathLike = Union[str, os.PathLike]
+#: a video: a local path, an ``s3://`` URI (endpoint from ``AWS_ENDPOINT_URL``) or a path on a filesystem
+VideoSource = Union[str, os.PathLike, FsPath]
 
 __all__ = [
     "AudioConfig",
@@ -111,53 +117,90 @@ class DecodedClips:
 # --------------------------------------------------------------------------- opening / probing
 
 
-def _check_file(path: PathLike) -> Path:
+def _check_file(path: VideoSource) -> tuple[Path | FsPath, int, pafs.NativeFile | None]:
+    """The video as a local :class:`Path`, or an :class:`FsPath` (objects) with its opened input
+    file (one HEAD request: opening tells the size and whether it exists), and its size."""
+    if isinstance(path, FsPath) and path.is_local:
+        path = path.path
+    if isinstance(path, FsPath) or is_s3(path):
+        p = FsPath.of(path)
+        try:
+            source = p.fs.open_input_file(p.path)
+        except FileNotFoundError:
+            raise VideoError("missing file", p) from None
+        except OSError as exc:
+            raise VideoError("unreadable", p, str(exc)) from exc
+        size = source.size()
+        if not size:
+            source.close()
+            raise VideoError("empty file", p)
+        return p, int(size), source
     p = Path(path)
     if not p.exists():
         raise VideoError("missing file", p)
     if not p.is_file():
         raise VideoError("unreadable", p, "not a regular file")
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise VideoError("empty file", p)
-    return p
+    return p, size, None
 
 
-def _isobmff_truncated(path: Path) -> bool:
-    """True when ``path`` looks like an ISO-BMFF (mp4/mov) file whose top-level boxes run past
-    the end of the file, i.e. a download or copy cut short."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
-            return False
-        pos = 0
-        while pos < size:
-            fh.seek(pos)
-            hdr = fh.read(16)
-            if len(hdr) < 8:
+def _isobmff_truncated(fh, size: int) -> bool:
+    """True when the file object ``fh`` (``size`` bytes) looks like an ISO-BMFF (mp4/mov) file
+    whose top-level boxes run past the end of the file, i.e. a download or copy cut short."""
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return False
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        hdr = fh.read(16)
+        if len(hdr) < 8:
+            return True
+        box = int.from_bytes(hdr[:4], "big")
+        if box == 1:
+            if len(hdr) < 16:
                 return True
-            box = int.from_bytes(hdr[:4], "big")
-            if box == 1:
-                if len(hdr) < 16:
-                    return True
-                box = int.from_bytes(hdr[8:16], "big")
-            elif box == 0:  # box extends to end of file
-                return False
-            if box < 8:
-                return False  # corrupt rather than truncated
-            pos += box
-        return pos > size
+            box = int.from_bytes(hdr[8:16], "big")
+        elif box == 0:  # box extends to end of file
+            return False
+        if box < 8:
+            return False  # corrupt rather than truncated
+        pos += box
+    return pos > size
 
 
-def _open(path: PathLike) -> av.container.InputContainer:
-    p = _check_file(path)
+def _open(path: VideoSource) -> av.container.InputContainer:
+    """PyAV's container of a video (close it with :func:`_close`, which closes an object's reader too)."""
+    p, size, source = _check_file(path)
+    reader = None if source is None else RangeReader(source, size)
     try:
-        return av.open(str(p), mode="r")
+        if reader is None:
+            return av.open(str(p), mode="r")
+        container = av.open(reader, mode="r", buffer_size=min(READ_BLOCK, 1 << 20))
+        _READERS[id(container)] = reader
+        return container
     except av.FFmpegError as exc:
-        reason = "truncated" if _isobmff_truncated(p) else "unreadable"
+        with open(p, "rb") if reader is None else reader as f:
+            reason = "truncated" if _isobmff_truncated(f, size) else "unreadable"
         raise VideoError(reason, p, str(exc)) from exc
     except (OSError, ValueError) as exc:  # pragma: no cover - defensive (permissions, etc.)
+        if reader is not None:
+            reader.close()
         raise VideoError("unreadable", p, str(exc)) from exc
+
+
+#: the object readers of open containers (PyAV does not close a file object it was given)
+_READERS: dict[int, RangeReader] = {}
+
+
+def _close(container: av.container.InputContainer) -> None:
+    reader = _READERS.pop(id(container), None)
+    container.close()
+    if reader is not None:
+        reader.close()
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
@@ -167,7 +210,7 @@ def _stream_fps(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
-def _info_from_container(path: PathLike, container: av.container.InputContainer) -> VideoInfo:
+def _info_from_container(path: VideoSource, container: av.container.InputContainer) -> VideoInfo:
     if not container.streams.video:
         raise VideoError("no video stream", path)
     vs = container.streams.video[0]
@@ -207,7 +250,7 @@ def _info_from_container(path: PathLike, container: av.container.InputContainer)
     )
 
 
-def probe(path: PathLike) -> VideoInfo:
+def probe(path: VideoSource) -> VideoInfo:
     """Read a video's header: frame count, fps, picture size, audio presence, duration.
 
     Raises:
@@ -219,7 +262,7 @@ def probe(path: PathLike) -> VideoInfo:
     try:
         return _info_from_container(path, container)
     finally:
-        container.close()
+        _close(container)
 
 
 # --------------------------------------------------------------------------- clip sampling
@@ -280,7 +323,7 @@ def _resample_audio(
     return samples
 
 
-def _iterate(path: PathLike, container: av.container.InputContainer, want_audio: bool):
+def _iterate(path: VideoSource, container: av.container.InputContainer, want_audio: bool):
     """Yield decoded frames of the first video (and audio) stream in one demux pass."""
     vs = container.streams.video[0]
     vs.thread_type = "AUTO"
@@ -296,7 +339,7 @@ def _iterate(path: PathLike, container: av.container.InputContainer, want_audio:
 
 
 def decode_clips(
-    path: PathLike,
+    path: VideoSource,
     clip_len: int = 4,
     clips_per_video: int = 4,
     stride: int = 1,
@@ -305,7 +348,7 @@ def decode_clips(
     """Decode evenly spread clips (and their audio windows) of a video in one sequential pass.
 
     Args:
-        path: the video file.
+        path: the video: a local file, an ``s3://`` URI or an :class:`FsPath` (decoded in place).
         clip_len: frames per clip (T).
         clips_per_video: how many clips to spread over the video (fewer when it is short).
         stride: distance between a clip's frames.
@@ -344,7 +387,7 @@ def decode_clips(
             elif isinstance(frame, av.AudioFrame):
                 audio_frames.append(frame)
     finally:
-        container.close()
+        _close(container)
 
     kept = [k for k, idx in enumerate(clip_indices) if all(i in got for i in idx)]
     if not kept:
@@ -365,7 +408,7 @@ def decode_clips(
     return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx)
 
 
-def read_frames(path: PathLike, indices: list[int] | None = None) -> np.ndarray:
+def read_frames(path: VideoSource, indices: list[int] | None = None) -> np.ndarray:
     """Decode frames of a video as one ``(N, H, W, 3)`` uint8 RGB array (all when ``indices`` is None)."""
     container = _open(path)
     try:
@@ -380,14 +423,14 @@ def read_frames(path: PathLike, indices: list[int] | None = None) -> np.ndarray:
             if wanted is not None and vidx > max(wanted, default=-1):
                 break
     finally:
-        container.close()
+        _close(container)
     order = sorted(got) if indices is None else [i for i in indices if i in got]
     if not order:
         raise VideoError("no frames", path)
     return np.stack([got[i] for i in order])
 
 
-def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray | None:
+def read_audio(path: VideoSource, sample_rate: int = 16000) -> np.ndarray | None:
     """Decode a video's audio track as mono float32 at ``sample_rate``; ``None`` without audio."""
     container = _open(path)
     try:
@@ -402,90 +445,6 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray | None:
             elif origin is None:
                 origin = float(frame.time) if frame.time is not None else 0.0
     finally:
-        container.close()
+        _close(container)
     cfg = AudioConfig(sample_rate=sample_rate)
     return _resample_audio(frames, cfg, origin or 0.0)
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def write_video(
-    path: PathLike,
-    frames: np.ndarray,
-    fps: float,
-    audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
-    crf: int = 23,
-    preset: str = "veryfast",
-    threads: int = 0,
-) -> Path:
-    """Write an H.264 (libx264, yuv420p) mp4, with a mono AAC track when ``audio`` is given.
-
-    The file is written to a hidden temporary file in the destination folder and moved into
-    place with :func:`os.replace`, so readers never see a half-written video. Odd frame sizes
-    are padded to even (yuv420p needs even sizes) by repeating the last row/column.
-
-    Args:
-        path: destination ``.mp4``; parent folders are created.
-        frames: ``(N, H, W, 3)`` uint8 RGB.
-        fps: frame rate (may be fractional).
-        audio: mono float32 samples in ``[-1, 1]`` at ``sample_rate``, or ``None`` for no track.
-        sample_rate: audio sample rate in Hz.
-        crf: x264 constant rate factor (lower = better quality).
-        preset: x264 speed preset.
-        threads: encoder threads (0 = FFmpeg's choice); 1 suits many parallel writer processes.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError(f"frames must be a non-empty (N, H, W, 3) array, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    n, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        h, w = frames.shape[1:3]
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".tmp.mp4", dir=dest.parent)
-    os.close(fd)
-    try:
-        rate = Fraction(fps).limit_denominator(1001)
-        with av.open(tmp_name, mode="w", format="mp4") as out:
-            vs = out.add_stream("libx264", rate=rate)
-            vs.width, vs.height = w, h
-            vs.pix_fmt = "yuv420p"
-            # x264's macroblock-tree rate control was seen to give run-to-run different bytes on
-            # small frames (e.g. 80-112 px); without it the output is reproducible
-            vs.options = {"crf": str(int(crf)), "preset": preset, "x264-params": "mbtree=0"}
-            if threads > 0:
-                vs.codec_context.thread_count = int(threads)
-            streams_audio = None
-            if audio is not None:
-                streams_audio = out.add_stream("aac", rate=int(sample_rate), layout="mono")
-            for i in range(n):
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-                vf.pts = i
-                vf.time_base = 1 / rate
-                for packet in vs.encode(vf):
-                    out.mux(packet)
-            for packet in vs.encode(None):
-                out.mux(packet)
-            if streams_audio is not None:
-                samples = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-                chunk = 1024
-                for s0 in range(0, samples.size, chunk):
-                    part = samples[s0 : s0 + chunk]
-                    af = av.AudioFrame.from_ndarray(part[None, :].copy(), format="fltp", layout="mono")
-                    af.sample_rate = int(sample_rate)
-                    af.pts = s0
-                    for packet in streams_audio.encode(af):
-                        out.mux(packet)
-                for packet in streams_audio.encode(None):
-                    out.mux(packet)
-        os.replace(tmp_name, dest)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return dest

@@ -12,7 +12,7 @@ import time
 
 from ray_jobs import layout
 from ray_jobs.config import TrainConfig
-from ray_jobs.plan import Job, plan
+from ray_jobs.plan import Job, is_complete, plan
 from ray_jobs.reports import write_train_report
 from ray_jobs.storage import Storage
 from ray_jobs.trainer import run_job
@@ -20,11 +20,19 @@ from ray_jobs.trainer import run_job
 
 def chain_trial(config: dict) -> None:
     """A Ray Tune trial of the chain: one specialist's trainers, stage after stage (each
-    initialises from the previous one's export, which is complete when its ``run_job`` returns)."""
+    initialises from the previous one's export, which is complete when its ``run_job`` returns).
+
+    A trial whose node died is retried (on the nodes left): it passes over the stages already
+    complete in storage, and the interrupted stage's trainer, which keeps its run name, resumes
+    from its last registered checkpoint."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    cfg, storage = config["cfg"], config["storage"]
     for job in config["jobs"]:
-        run_job(job, config["cfg"], config["storage"], callbacks=[TuneReportCallback()])
+        if is_complete(storage, cfg.name, job.specialist, job.recipe.name):
+            print(f"[train] {job.run_name}: complete in storage (a retried chain): not trained again", flush=True)
+            continue
+        run_job(job, cfg, storage, callbacks=[TuneReportCallback()])
 
 
 def train_specialists(chains: dict[str, list[Job]], cfg: TrainConfig, storage: Storage) -> None:
@@ -43,6 +51,8 @@ def train_specialists(chains: dict[str, list[Job]], cfg: TrainConfig, storage: S
         run_config=tune.RunConfig(name=f"chain-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=storage.path(*layout.chain_tune_parts(cfg.name)),
                                   storage_filesystem=storage.filesystem if storage.is_s3 else None,
+                                  # a chain driver lost with its node (preemption) is started again
+                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   verbose=0),
     )
     results = tuner.fit()

@@ -64,7 +64,8 @@ def build_payload(state: dict, model_config: ModelConfig, recipe: StageRecipe, m
         "format_version": FORMAT_VERSION,
         "specialist": model_config.specialist,
         "spec": get_spec(model_config.specialist).to_dict(),
-        "model_config": model_config.to_dict() | {"weights_file": None},
+        # the weights are in the checkpoint: rebuilding it must read no weights file and download nothing
+        "model_config": model_config.to_dict() | {"weights_file": None, "pretrained": False},
         "stage": recipe.name,
         "recipe": to_dict(recipe),
         "epoch": epoch,

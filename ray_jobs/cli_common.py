@@ -16,12 +16,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from data_pipeline.filesystems import LocationError
 from ray_jobs.config import ConfigError
 from ray_jobs.storage import StorageError
 from specialists.registry import SpecialistError
 
-#: errors that are the user's to fix: printed in one line, exit status 2 (CheckpointError is a SpecialistError)
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, SpecialistError, StorageError)
+#: errors that are the user's to fix: printed in one line, exit status 2 (CheckpointError is a SpecialistError;
+#: LocationError: an S3 location without credentials or bucket)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, SpecialistError, StorageError, LocationError)
 
 
 def job_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -41,8 +43,14 @@ def add_storage_flags(ap: argparse.ArgumentParser, name_help: str = "experiment 
                       storage_help: str = "local path or s3://bucket/prefix") -> None:
     """Where the runs are: ``--storage-path``, ``--s3-endpoint``, ``--name``."""
     ap.add_argument("--storage-path", help=storage_help)
-    ap.add_argument("--s3-endpoint", help="custom S3 endpoint, e.g. http://127.0.0.1:9000")
+    add_s3_endpoint_flag(ap)
     ap.add_argument("--name", help=name_help)
+
+
+def add_s3_endpoint_flag(ap: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``: the custom S3-compatible endpoint of every ``s3://`` location of the job."""
+    ap.add_argument("--s3-endpoint", help="custom S3 endpoint of the job's s3:// locations, e.g. http://127.0.0.1:9000 "
+                                          "(credentials: the nodes' own AWS environment or credential chain)")
 
 
 def add_address_flag(ap: argparse.ArgumentParser) -> None:

@@ -283,11 +283,13 @@ class TrainConfig:
 
     shards: dict[str, str] = field(default_factory=dict)
     """Shard folder per dataset (``ffpp``, ``celebdf``, ``dfdc``), written by ``interceptor prepare``
-    with that dataset's stage preprocessing. Must be visible to every node (local or NFS)."""
+    with that dataset's stage preprocessing: a folder every node sees (local, NFS) or an ``s3://``
+    prefix (``s3_endpoint``), read in place."""
     storage_path: str = "runs"
     """Where runs, checkpoints and reports go: a local/NFS path or ``s3://bucket/prefix``."""
     s3_endpoint: str | None = None
-    """Custom S3-compatible endpoint, e.g. ``http://127.0.0.1:9000`` (default: AWS or ``AWS_ENDPOINT_URL``)."""
+    """Custom S3-compatible endpoint of the run's ``s3://`` locations (storage, shards), e.g.
+    ``http://127.0.0.1:9000`` (default: AWS or ``AWS_ENDPOINT_URL``)."""
     name: str = "interceptor"
     """Experiment name: the folder under ``storage_path``."""
     specialists: list[str] = field(default_factory=list)
@@ -357,7 +359,8 @@ class TrainConfig:
     so the best-by-validation model and every chunk boundary are always in storage. Larger values
     save a checkpoint write and upload per epoch, and redo more epochs after a failure."""
     max_failures: int = 2
-    """Worker failures a trainer survives (restarting from its last checkpoint)."""
+    """Failures a trainer survives (a worker or its node lost: restarted from its last checkpoint);
+    also how often a specialist's chain driver is started again when its node is lost."""
     log_every: int = 20
     """Print training progress every this many steps."""
     train_log_level: str = "INFO"

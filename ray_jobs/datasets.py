@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from data_pipeline.filesystems import is_s3, resolve
 from data_pipeline.shards import MODEL_INPUT_COLUMNS
-from ray_jobs.config import TrainConfig
+from ray_jobs.config import ConfigError, TrainConfig
 from ray_jobs.plan import Job
 
 TRAIN_COLUMNS = list(MODEL_INPUT_COLUMNS)
@@ -24,6 +27,19 @@ def configure_ray_data(preserve_order: bool = False) -> None:
     ctx.execution_options.preserve_order = preserve_order
 
 
+def parquet_source(files: Sequence[str], endpoint: str | None = None) -> dict:
+    """``read_parquet`` arguments for shard files given as local paths or ``s3://`` URIs (one kind per
+    list): the paths as the filesystem sees them and, for S3, the filesystem itself (it pickles
+    without credentials: each Ray Data task on whichever node resolves its own)."""
+    if not files:
+        return {"paths": []}
+    if len({is_s3(f) for f in files}) > 1:
+        raise ConfigError("shards to read at once must all be local or all in S3, not both: " + ", ".join(
+            sorted({str(f).rsplit("/", 1)[0] for f in files})))
+    fs = resolve(files[0], endpoint)[0]
+    return {"paths": [resolve(f, endpoint)[1] for f in files], "filesystem": fs}
+
+
 def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     """``train_<chunk>`` per training chunk and ``val``, each a Parquet stream of the stage's shards
     (or, with ``cache_shards``, read once into the object store)."""
@@ -37,10 +53,11 @@ def build_datasets(job: Job, cfg: TrainConfig) -> dict:
     # seeded, and reseeded with every execution (epoch): another order each epoch, the same
     # orders in every run
     def read(files: list[str], shuffle: bool):
+        source = parquet_source(files, cfg.s3_endpoint)
         if not cfg.cache_shards:
-            return ray.data.read_parquet(files, shuffle=FileShuffleConfig(seed=cfg.seed) if shuffle else None,
+            return ray.data.read_parquet(**source, shuffle=FileShuffleConfig(seed=cfg.seed) if shuffle else None,
                                          **read_args)
-        ds = ray.data.read_parquet(files, **read_args).materialize()
+        ds = ray.data.read_parquet(**source, **read_args).materialize()
         return ds.randomize_block_order(seed=RandomSeedConfig(seed=cfg.seed)) if shuffle else ds
 
     for i, files in enumerate(job.train_files):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from data_pipeline.filesystems import FsPath, check_location, map_files
 from data_pipeline.shards import list_complete_shards
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, TrainConfig, from_dict, load_yaml
@@ -42,7 +43,7 @@ class EvaluateConfig:
     name: str = "interceptor"
     """Experiment name: the folder under ``storage_path``."""
     shards: dict[str, str] = field(default_factory=dict)
-    """Shard folder per dataset, as in the train job's config."""
+    """Shard folder per dataset (local path or ``s3://``, read in place), as in the train job's config."""
     shard_dir: str | None = None
     """Shard folder to fit and evaluate on (default: ``shards[<dataset of the final stage>]``)."""
     datasets: list[str] = field(default_factory=list)
@@ -113,11 +114,11 @@ def _log(msg: str) -> None:
     print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
 
 
-def shard_folders(cfg: EvaluateConfig, chain: StageChain, members: Sequence[Member]) -> list[Path]:
-    """The shard folders to use: ``shard_dir``; else ``shards[d]`` for each of ``datasets``; else
-    the folder of the dataset of the latest stage among the members."""
+def shard_folders(cfg: EvaluateConfig, chain: StageChain, members: Sequence[Member]) -> list[FsPath]:
+    """The shard folders to use (local or ``s3://``): ``shard_dir``; else ``shards[d]`` for each of
+    ``datasets``; else the folder of the dataset of the latest stage among the members."""
     if cfg.shard_dir:
-        folders = [Path(cfg.shard_dir)]
+        locations = [cfg.shard_dir]
     else:
         if cfg.datasets:
             datasets = list(dict.fromkeys(cfg.datasets))
@@ -127,18 +128,23 @@ def shard_folders(cfg: EvaluateConfig, chain: StageChain, members: Sequence[Memb
         missing = [d for d in datasets if d not in cfg.shards]
         if missing:
             raise ConfigError(f"no shard folder for dataset(s) {', '.join(missing)}: set shards.<dataset> or --shards")
-        folders = [Path(cfg.shards[d]) for d in datasets]
+        locations = [cfg.shards[d] for d in datasets]
+    for location in locations:
+        check_location(location, cfg.s3_endpoint, "shard folder")
+    folders = [FsPath.of(location, cfg.s3_endpoint) for location in locations]
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"shard folder not found: {folder}")
     return folders
 
 
-def shard_format(files: Sequence[Path]) -> tuple[set[tuple[int, int]], set[str]]:
+def shard_format(files: Sequence[FsPath]) -> tuple[set[tuple[int, int]], set[str]]:
     """``({(num_frames, size)}, {preprocessing})`` over the clips of ``files``."""
+    def read(f: FsPath):
+        return pq.read_table(f.path, filesystem=f.fs, columns=["num_frames", "size", "preprocessing"])
+
     shapes, kinds = set(), set()
-    for f in files:
-        t = pq.read_table(f, columns=["num_frames", "size", "preprocessing"])
+    for t in map_files(read, files):
         shapes |= set(zip(t.column("num_frames").to_pylist(), t.column("size").to_pylist()))
         kinds |= set(t.column("preprocessing").to_pylist())
     return shapes, kinds
@@ -158,7 +164,7 @@ def preprocessing_notes(members: Sequence[Member], kinds: set[str]) -> list[str]
     return notes
 
 
-def clip_record(folder: Path) -> dict[str, Any]:
+def clip_record(folder: FsPath) -> dict[str, Any]:
     """The clip settings the shards were prepared with (from ``prepare_config.json``), if recorded."""
     clip = (read_prepare_config(folder) or {}).get("clip")
     return dict(clip) if isinstance(clip, dict) else {}
@@ -195,10 +201,10 @@ def select_members(cfg: EvaluateConfig, storage: Storage, chain: StageChain) -> 
     return members, None
 
 
-def split_files(cfg: EvaluateConfig, folders: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+def split_files(cfg: EvaluateConfig, folders: Sequence[FsPath]) -> tuple[list[FsPath], list[FsPath]]:
     """The complete shards of the fitting split and of the evaluated split (those wanted) in ``folders``."""
-    fit_files: list[Path] = []
-    eval_files: list[Path] = []
+    fit_files: list[FsPath] = []
+    eval_files: list[FsPath] = []
     for folder in folders:
         for what, files, split, wanted in (("fit", fit_files, cfg.fit_split, cfg.fit),
                                            ("evaluate", eval_files, cfg.split, cfg.evaluate)):
@@ -209,7 +215,7 @@ def split_files(cfg: EvaluateConfig, folders: Sequence[Path]) -> tuple[list[Path
     return fit_files, eval_files
 
 
-def check_shards(cfg: EvaluateConfig, files: Sequence[Path], fmt: dict[str, Any], members: Sequence[Member]) -> list[str]:
+def check_shards(cfg: EvaluateConfig, files: Sequence[FsPath], fmt: dict[str, Any], members: Sequence[Member]) -> list[str]:
     """Refuse shards whose clips the checkpoints cannot read; the notes of the report."""
     shapes, kinds = shard_format(files)
     want = (fmt["num_frames"], fmt["image_size"])
@@ -223,8 +229,8 @@ def check_shards(cfg: EvaluateConfig, files: Sequence[Path], fmt: dict[str, Any]
     return notes
 
 
-def score_clips(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member], files: Sequence[Path],
-          folders: Sequence[Path]) -> dict[str, np.ndarray]:
+def score_clips(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member], files: Sequence[FsPath],
+          folders: Sequence[FsPath]) -> dict[str, np.ndarray]:
     """Every member's probability for every clip of ``files``: one Ray Data pass."""
     from ray_jobs.cluster import init_ray
     from ray_jobs.scoring import score_shards
@@ -233,14 +239,14 @@ def score_clips(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member]
     _log(f"scoring {len(files)} shard(s) of {', '.join(map(str, folders))} with {len(members)} specialist(s)")
     return score_shards(storage, {m.specialist: m.parts for m in members}, [str(f) for f in files],
                         batch_size=cfg.batch_size, num_cpus=cfg.num_cpus, num_gpus=1.0 if cfg.use_gpu else 0.0,
-                        apply_preprocessing=True, progress=Progress("scored"))
+                        apply_preprocessing=True, progress=Progress("scored"), endpoint=cfg.s3_endpoint)
 
 
 def _split_column(cols: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(cols["split"]).astype(str)
 
 
-def fit_and_save(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member], folders: Sequence[Path],
+def fit_and_save(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member], folders: Sequence[FsPath],
                  cols: dict[str, np.ndarray]) -> Ensemble:
     """Fit the ensemble on the ``fit_split`` videos and save it with its checkpoints and clip settings."""
     agg = AggregationConfig(strategy=cfg.aggregation)
@@ -248,7 +254,7 @@ def fit_and_save(cfg: EvaluateConfig, storage: Storage, members: Sequence[Member
     videos = video_scores(cols, keys, agg, _split_column(cols) == cfg.fit_split)
     ens = fit_ensemble(videos.video_probs, videos.video_labels, keys, aggregation=agg, clip=cfg.clip, extra={
         "checkpoints": {m.specialist: m.record() for m in members},
-        "clips": clip_record(folders[-1]), "shard_dirs": [str(f.resolve()) for f in folders],
+        "clips": clip_record(folders[-1]), "shard_dirs": [str(f) for f in folders],
         "fitted_on": cfg.fit_split,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     storage.write_json(ens.to_dict(), *layout.ensemble_parts(cfg.name))
@@ -285,7 +291,7 @@ def summary_line(cfg: EvaluateConfig, ens: Ensemble, metrics: dict[str, Any]) ->
 
 
 def evaluate_split(cfg: EvaluateConfig, storage: Storage, ens: Ensemble, cols: dict[str, np.ndarray],
-                   folders: Sequence[Path], eval_files: Sequence[Path], notes: list[str], start: float) -> dict[str, Any]:
+                   folders: Sequence[FsPath], eval_files: Sequence[FsPath], notes: list[str], start: float) -> dict[str, Any]:
     """The metrics of ``split`` (written with the report, and summed up in one printed line)."""
     scores = video_scores(cols, ens.specialists, ens.aggregation, _split_column(cols) == cfg.split)
     metrics = {"name": cfg.name, "split": cfg.split, "shard_dirs": [str(f) for f in folders], "shards": len(eval_files),
@@ -303,6 +309,7 @@ def evaluate_split(cfg: EvaluateConfig, storage: Storage, ens: Ensemble, cols: d
 def run(cfg: EvaluateConfig) -> dict[str, Any]:
     """Fit (optional) and evaluate; returns the metrics (also written to the output folder)."""
     start = time.perf_counter()
+    check_location(cfg.storage_path, cfg.s3_endpoint, "storage")
     storage = Storage(cfg.storage_path, cfg.s3_endpoint)
     chain = StageChain.load(cfg.stages_file)
     members, saved = select_members(cfg, storage, chain)

@@ -14,7 +14,8 @@ to find what it wrote::
       _tune/chain-<time>/               the Ray Tune run that drives the specialists' chains
       sweeps/<sweep>/                   ``interceptor tune``
         sweep.json                      the resolved search space (a rerun must match it)
-        tune/<specialist>/              the Tune experiment (what ``Tuner.restore`` resumes)
+        tune/<specialists>/             the Tune experiment of those specialists, e.g. ``cm_tm`` (what
+                                        ``Tuner.restore`` resumes)
         trials/<specialist>-<trial>/    a trial's Ray Train run, and trial.json once it ended
         trials.csv  trials.json  trials.png
         best/<specialist>/              the best trial's best checkpoint
@@ -54,7 +55,8 @@ EVALUATE_REPORT_MD = "report.md"
 ROC_PNG = "roc.png"
 RELIABILITY_PNG = "reliability.png"
 FAMILY_AUC_PNG = "family_auc.png"
-#: the per-epoch columns of a stage's stored history (``meta.json``, ``COMPLETE.json``, ``trials.json``)
+#: the per-epoch columns of a stage's stored history (``meta.json``, ``COMPLETE.json``, ``trials.json``); the Ray
+#: workers add ``nodes``, the Ray node id of every rank that trained the epoch
 HISTORY_KEYS = ("epoch", "chunk", "train_loss", "val_auc", "val_log_loss", "val_loss", "val_acc_real", "val_acc_fake",
                 "epoch_time_s")
 #: in a shard folder
@@ -118,9 +120,10 @@ def trial_run_parts(name: str, sweep: str, specialist: str, trial_id: str) -> tu
     return sweep_parts(name, sweep, "trials", f"{specialist}-{trial_id}")
 
 
-def sweep_tune_parts(name: str, sweep: str, *specialist: str) -> tuple[str, ...]:
-    """The Tune experiments of a sweep (one per specialist)."""
-    return sweep_parts(name, sweep, "tune", *specialist)
+def sweep_tune_parts(name: str, sweep: str, *experiment: str) -> tuple[str, ...]:
+    """The Tune experiments of a sweep: one per set of specialists swept together (named by their
+    keys, sorted, joined with ``_``)."""
+    return sweep_parts(name, sweep, "tune", *experiment)
 
 
 def sweep_best_parts(name: str, sweep: str, specialist: str) -> tuple[str, ...]:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_pipeline.filesystems import FsPath, LocationError, check_location, map_files
 from data_pipeline.shards import list_complete_shards, parse_shard_name
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, StageRecipe, TrainConfig, from_dict, to_dict
@@ -85,18 +87,25 @@ def _sweep_hparams(storage: Storage, cfg: TrainConfig, stage: str, specialist: s
     return best.get("best", {}).get(specialist, {}).get("hparams", {})
 
 
-def _count_labels(files: list[str]) -> dict[int, int]:
+def _count_labels(files: list[str], endpoint: str | None = None) -> tuple[dict[int, int], set[str]]:
+    """Label counts over ``files`` and the stage filters (``preprocessing``) their clips were prepared with."""
+    def read(f: str) -> pa.Table:
+        p = FsPath.of(f, endpoint)
+        return pq.read_table(p.path, filesystem=p.fs, columns=["label", "preprocessing"])
+
     counts: dict[int, int] = {0: 0, 1: 0}
-    for f in files:
-        labels = pq.read_table(f, columns=["label"]).column("label").to_numpy()
-        for c, n in zip(*np.unique(labels, return_counts=True)):
+    kinds: set[str] = set()
+    for t in map_files(read, files):
+        for c, n in zip(*np.unique(t.column("label").to_numpy(), return_counts=True)):
             counts[int(c)] = counts.get(int(c), 0) + int(n)
-    return counts
+        kinds |= set(t.column("preprocessing").unique().to_pylist())
+    return counts, kinds
 
 
-def _clip_shape(files: list[str]) -> tuple[int, int]:
+def _clip_shape(files: list[str], endpoint: str | None = None) -> tuple[int, int]:
     for f in files:
-        t = pq.read_table(f, columns=["num_frames", "size"])
+        p = FsPath.of(f, endpoint)
+        t = pq.read_table(p.path, filesystem=p.fs, columns=["num_frames", "size"])
         if t.num_rows:
             return int(t.column("num_frames")[0].as_py()), int(t.column("size")[0].as_py())
     raise ConfigError(f"shards hold no clips: {files[0] if files else '(none)'}")
@@ -113,15 +122,27 @@ def _check_run(cfg: TrainConfig, storage: Storage) -> None:
         raise ConfigError(f"train_log_level {cfg.train_log_level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
 
 
-def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
-    """The stage's shard files, with the training files split into the stage's chunks (fewer when
-    the data has fewer chunks: the recipe is adjusted and the change printed)."""
+def _shard_folder(cfg: TrainConfig, stage: StageRecipe) -> FsPath:
+    """The stage's shard folder (local or ``s3://``), checked to exist and to be readable."""
     folder = cfg.shards.get(stage.dataset)
     if not folder:
         raise ConfigError(f"stage {stage.name}: no shard folder given for dataset {stage.dataset!r} "
                           f"(set shards.{stage.dataset})")
-    if not Path(folder).is_dir():
-        raise ConfigError(f"stage {stage.name}: shard folder for {stage.dataset!r} not found: {folder}")
+    try:
+        check_location(folder, cfg.s3_endpoint, f"stage {stage.name}: shard folder")
+        found = FsPath.of(folder, cfg.s3_endpoint)
+        if not found.is_dir():
+            raise ConfigError(f"stage {stage.name}: shard folder for {stage.dataset!r} not found: {folder}")
+    except LocationError as e:
+        raise ConfigError(str(e)) from None
+    return found
+
+
+def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
+    """The stage's shard files (local paths or ``s3://`` URIs), with the training files split into the
+    stage's chunks (fewer when the data has fewer chunks: the recipe is adjusted and the change
+    printed). Shards prepared with another filter than the recipe's ``preprocessing`` are refused."""
+    folder = _shard_folder(cfg, stage)
     train_all = [str(p) for p in list_complete_shards(folder, split="train")]
     val = [str(p) for p in list_complete_shards(folder, split="val")]
     test = [str(p) for p in list_complete_shards(folder, split="test")]
@@ -130,14 +151,20 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
                           f"(run interceptor prepare first)")
     chunk_ids = sorted({parse_shard_name(p)["chunk"] or 0 for p in train_all})
     groups = [g for g in np.array_split(np.array(chunk_ids), min(stage.chunks, len(chunk_ids))) if len(g)]
-    train_files = [[str(p) for p in list_complete_shards(folder, split="train", chunk=[int(c) for c in g])]
+    train_files = [[p for p in train_all if (parse_shard_name(p)["chunk"] or 0) in {int(c) for c in g}]
                    for g in groups] if stage.chunks > 1 else [train_all]
     if len(train_files) != stage.chunks:
         print(f"[plan] stage {stage.name}: {len(chunk_ids)} data chunk(s) for {stage.chunks} planned: "
               f"training {len(train_files)} chunk(s)", file=sys.stderr)
         stage = stage.replace(chunks=len(train_files))
-    num_frames, size = _clip_shape(train_all)
-    counts = [_count_labels(files) for files in train_files]
+    num_frames, size = _clip_shape(train_all, cfg.s3_endpoint)
+    counted = [_count_labels(files, cfg.s3_endpoint) for files in train_files]
+    counts = [c for c, _ in counted]
+    kinds = sorted(set().union(*(k for _, k in counted)))
+    if kinds != [stage.preprocessing.value]:
+        raise ConfigError(f"stage {stage.name}: the shards in {folder} were prepared with preprocessing "
+                          f"{', '.join(kinds)}, but the stage's recipe uses {stage.preprocessing.value} "
+                          f"(prepare them with --preprocessing {stage.preprocessing.value})")
     for i, c in enumerate(counts):
         if min(c.get(0, 0), c.get(1, 0)) == 0:
             raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class (label counts {c})")
@@ -160,6 +187,50 @@ def _init_source(cfg: TrainConfig, storage: Storage, chain: StageChain, stage: S
     raise ConfigError(
         f"stage {stage.name}: its predecessor {prev!r} has no final checkpoint for {key!r} in "
         f"{storage.display(cfg.name)} and no init_checkpoints.{stage.name} override")
+
+
+#: a first stage below this learning rate is fine-tuning: refused from random backbone weights
+FINE_TUNING_LR = 1e-3
+
+
+def check_backbone_weights(cfg: TrainConfig, jobs: list[Job]) -> None:
+    """The backbone weights of the jobs that start from no checkpoint (a chain's first stage), checked
+    on the driver: ``model.weights_file`` must exist, ``model.pretrained`` weights must be cached or
+    downloadable (nothing is downloaded here), and a fine-tuning lr from random weights is refused
+    unless ``model.allow_random_init``. One-line ``ConfigError``s."""
+    import pyarrow.fs as pafs
+
+    from data_pipeline.filesystems import resolve
+    from specialists.model import check_pretrained_available
+    from specialists.registry import SpecialistError
+
+    model = cfg.model
+    first = [j for j in jobs if j.init_parts is None and j.init_external is None]
+    if not first:
+        return
+    if model.weights_file:
+        try:
+            fs, path = resolve(model.weights_file, cfg.s3_endpoint)
+            found = fs.get_file_info(path).type == pafs.FileType.File
+        except OSError as e:
+            raise ConfigError(f"model.weights_file {model.weights_file}: cannot be read "
+                              f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+        if not found:
+            raise ConfigError(f"model.weights_file not found: {model.weights_file}")
+    elif model.pretrained:
+        try:
+            check_pretrained_available(model.backbone)
+        except SpecialistError as e:
+            raise ConfigError(str(e)) from None
+    elif not model.allow_random_init:
+        for j in first:
+            if j.recipe.lr < FINE_TUNING_LR:
+                raise ConfigError(
+                    f"stage {j.recipe.name}: {j.specialist} would fine-tune (lr {j.recipe.lr:g}) from random "
+                    f"backbone weights (no predecessor checkpoint, no model.weights_file, model.pretrained "
+                    f"false); give weights with model.pretrained: true (timm's, through the Hugging Face "
+                    f"cache) or model.weights_file: PATH|s3://bucket/key, or set model.allow_random_init: "
+                    f"true to train from scratch on purpose")
 
 
 def plan(cfg: TrainConfig, skip_complete: bool = True
@@ -194,4 +265,5 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
             jobs.append(Job(key, recipe, model, data.train_files, data.val, data.test, data.counts,
                             init_parts, external))
         planned.append((stage, jobs, skipped))
+    check_backbone_weights(cfg, [j for _, jobs, _ in planned for j in jobs])
     return storage, planned

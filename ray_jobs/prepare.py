@@ -12,7 +12,8 @@ Pipeline::
 * Streaming: a task holds one batch of videos; the driver holds only the manifest and statuses.
 * Resumable: shard names are a digest of their videos (:func:`data_pipeline.shards.shard_name`),
   so a rerun skips finished shards and redoes only the missing ones; shards are written as
-  ``.tmp`` then renamed, so a crash never leaves a partial ``.parquet``. Each shard carries its
+  ``.tmp`` then renamed (on S3: uploaded complete, in one object), so a crash never leaves a
+  partial ``.parquet``. Each shard carries its
   per-video status in its Parquet metadata, and ``summary.json`` is rebuilt from all shards, so a
   resumed run reports exactly what an uninterrupted one does.
 * Reported, never dropped: videos listed but missing, unreadable/corrupt/empty files, videos
@@ -27,7 +28,11 @@ Pipeline::
 (one entry per unusable video: video_id, path, split, label, method, reason, detail),
 ``skip_reasons`` (counts) and ``notes`` (used videos with a remark, e.g. ``no audio track``).
 
-On a multi-node cluster ``out`` must be a filesystem every node can write (NFS or similar):
+``root`` and ``out`` are local/NFS paths or ``s3://bucket/prefix`` URIs (``--s3-endpoint`` for an
+S3-compatible server; credentials from each node's own AWS environment, files or role): videos
+are decoded from the objects by ranged reads (no local copy), and each shard is uploaded as one
+complete object (S3 publishes it only when complete, so resume and "never a partial shard" hold
+there too). On a multi-node cluster ``out`` must be a location every node can write (S3, NFS):
 each task writes its shard there directly.
 
 Without ``root`` the job prepares the synthetic benchmark (generated on first use under
@@ -43,11 +48,11 @@ import sys
 from data_pipeline.faces import DetectorError
 from data_pipeline.filters import Preprocessing
 from data_pipeline.sources import Dataset, ManifestError
-from ray_jobs.cli_common import flag_overrides, job_parser, run_cli
+from ray_jobs.cli_common import add_s3_endpoint_flag, flag_overrides, job_parser, run_cli
 from ray_jobs.sharding import PrepareConfig, run
 
 #: flags that set the PrepareConfig field of the same name
-FLAG_FIELDS = ("dataset", "root", "out", "splits", "chunks", "preprocessing", "size", "clip_len", "clips_per_video",
+FLAG_FIELDS = ("dataset", "root", "out", "s3_endpoint", "splits", "chunks", "preprocessing", "size", "clip_len", "clips_per_video",
                "detector", "videos_per_shard", "max_videos", "num_cpus", "address", "synthetic_scale")
 
 
@@ -57,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set reader.compression=c40 --set detector_options.max_side=192")
     ap.add_argument("--dataset", choices=[d.value for d in Dataset])
-    ap.add_argument("--root", help="dataset root (default: the synthetic benchmark)")
-    ap.add_argument("--out", help="output folder for shards and summary.json")
+    ap.add_argument("--root", help="dataset root, a local path or s3://bucket/prefix (default: the synthetic benchmark)")
+    ap.add_argument("--out", help="output folder for shards and summary.json, a local path or s3://bucket/prefix")
+    add_s3_endpoint_flag(ap)
     ap.add_argument("--splits", nargs="+", choices=["train", "val", "test"])
     ap.add_argument("--chunks", nargs="+", type=int, help="DFDC chunks to prepare")
     ap.add_argument("--preprocessing", choices=[p.value for p in Preprocessing])

@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from data_pipeline.filesystems import FsPath, map_files
 from data_pipeline.filters import Preprocessing, apply_filter, bilateral, parse_preprocessing
 from data_pipeline.shards import rows_to_batch
 from ray_jobs.checkpoints import load_checkpoint, model_from_checkpoint
-from ray_jobs.datasets import configure_ray_data
+from ray_jobs.datasets import configure_ray_data, parquet_source
 from ray_jobs.storage import Storage, fetch_checkpoint_dir, remove_local_copy
 
 PASS_THROUGH = ("video_id", "dataset", "label", "method", "group", "split", "chunk", "clip_index")
@@ -96,21 +97,26 @@ class ClipScorer:
 def score_shards(storage: Storage, checkpoints: Mapping[str, Sequence[str]], shard_files: Sequence[str],
                  batch_size: int = 64, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  apply_preprocessing: bool = False, read_cpus: float | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Score every clip of ``shard_files`` with every checkpoint; columns as numpy arrays.
+                 progress: Callable[[int, int], None] | None = None,
+                 endpoint: str | None = None) -> dict[str, np.ndarray]:
+    """Score every clip of ``shard_files`` (local paths or ``s3://`` URIs, read where they are) with
+    every checkpoint; columns as numpy arrays.
 
     ``apply_preprocessing``: give each checkpoint its own stage filter where derivable (see
     :func:`derive_preprocessing`). ``read_cpus``: CPUs per Parquet read task (default
     ``min(num_cpus, 0.25)``: reading is light, and a read task that cannot be scheduled next to
     the scoring actors would stall the pipeline on a small machine). ``progress(done, total)`` is
-    called as scored clips arrive.
+    called as scored clips arrive. ``endpoint``: the shards' S3 endpoint (default: the storage's).
     """
     import ray.data
 
     if not shard_files:
         raise ValueError("no shards to score")
     configure_ray_data()
-    ds = ray.data.read_parquet([str(f) for f in shard_files], num_cpus=read_cpus if read_cpus is not None else min(num_cpus, 0.25))
+    endpoint = endpoint or storage.endpoint
+    files = [str(f) for f in shard_files]
+    ds = ray.data.read_parquet(**parquet_source(files, endpoint),
+                               num_cpus=read_cpus if read_cpus is not None else min(num_cpus, 0.25))
     scored = ds.map_batches(ClipScorer, fn_constructor_kwargs={"storage": storage, "checkpoints": dict(checkpoints),
                                                                "threads": max(1, int(num_cpus)),
                                                                "apply_preprocessing": apply_preprocessing},
@@ -122,7 +128,11 @@ def score_shards(storage: Storage, checkpoints: Mapping[str, Sequence[str]], sha
         return {c: rows[c].to_numpy() for c in rows.columns}
     import pyarrow.parquet as pq
 
-    total = sum(pq.read_metadata(str(f)).num_rows for f in shard_files)
+    def rows(f: str) -> int:
+        p = FsPath.of(f, endpoint)
+        return pq.read_metadata(p.path, filesystem=p.fs).num_rows
+
+    total = sum(map_files(rows, files))
     parts, done = [], 0
     progress(0, total)
     for part in scored.iter_batches(batch_size=None, batch_format="numpy"):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from data_pipeline.clips import ClipConfig, shard_task
+from data_pipeline.filesystems import FsPath, check_location, map_files
 from data_pipeline.filters import Preprocessing
 from data_pipeline.shards import list_complete_shards, remove_partial, shard_metadata, shard_name
 from data_pipeline.sources import Dataset, ManifestRow, read_manifest
@@ -46,9 +47,14 @@ class PrepareConfig:
     dataset: str = "ffpp"
     """``ffpp``, ``celebdf`` or ``dfdc``."""
     root: str | None = None
-    """Dataset root in its public layout; ``None``: the synthetic benchmark (generated if absent)."""
+    """Dataset root in its public layout, a local path or ``s3://bucket/prefix`` (videos are decoded
+    from the objects); ``None``: the synthetic benchmark (generated if absent)."""
     out: str | None = None
-    """Output folder of shards + ``summary.json``; default ``data/shards/<dataset>-<preprocessing>-s<size>``."""
+    """Output folder of shards + ``summary.json``, a local path or ``s3://bucket/prefix``; default
+    ``data/shards/<dataset>-<preprocessing>-s<size>``."""
+    s3_endpoint: str | None = None
+    """Custom S3-compatible endpoint of ``root`` / ``out`` (default: AWS or ``AWS_ENDPOINT_URL``);
+    credentials come from each node's own environment or credential chain."""
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     """Splits to prepare."""
     chunks: list[int] | None = None
@@ -126,11 +132,11 @@ class PrepareConfig:
             audio=AudioConfig(**self.audio_options) if self.audio else None,
         )
 
-    def out_dir(self) -> Path:
+    def out_dir(self) -> FsPath:
         """The output folder (default derived from dataset, preprocessing and size)."""
         if self.out:
-            return Path(self.out).expanduser().resolve()
-        return Path("data", "shards", f"{self.dataset}-{self.effective_preprocessing.value}-s{self.size}").resolve()
+            return FsPath.of(self.out, self.s3_endpoint)
+        return FsPath.of(Path("data", "shards", f"{self.dataset}-{self.effective_preprocessing.value}-s{self.size}"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> "PrepareConfig":
@@ -177,7 +183,7 @@ def plan_shards(rows: Iterable[ManifestRow], dataset: str, videos_per_shard: int
 # --------------------------------------------------------------------------- the job
 
 
-def _fingerprint(cfg: PrepareConfig, root: Path) -> dict[str, Any]:
+def _fingerprint(cfg: PrepareConfig, root: FsPath) -> dict[str, Any]:
     """What determines shard contents and names: one folder never mixes two of them (splits and
     DFDC chunks may be prepared into it in several runs: their batches do not depend on each other)."""
     return {
@@ -190,17 +196,16 @@ def _fingerprint(cfg: PrepareConfig, root: Path) -> dict[str, Any]:
     }
 
 
-def read_prepare_config(folder: Path) -> dict[str, Any] | None:
-    """The settings a shard folder was prepared with (its ``prepare_config.json``); None if unreadable."""
-    try:
-        data = json.loads((Path(folder) / layout.PREPARE_CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+def read_prepare_config(folder: str | Path | FsPath, endpoint: str | None = None) -> dict[str, Any] | None:
+    """The settings a shard folder (local or ``s3://``) was prepared with (its ``prepare_config.json``);
+    None if unreadable."""
+    data = read_json(FsPath.of(folder, endpoint) / layout.PREPARE_CONFIG_FILE)
     return data if isinstance(data, dict) else None
 
 
-def _check_out_dir(out: Path, fingerprint: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _check_out_dir(out: FsPath, fingerprint: dict[str, Any]) -> None:
+    if out.is_local:
+        Path(out.path).mkdir(parents=True, exist_ok=True)
     path = out / layout.PREPARE_CONFIG_FILE
     if path.is_file():
         if read_prepare_config(out) != fingerprint:
@@ -209,16 +214,22 @@ def _check_out_dir(out: Path, fingerprint: dict[str, Any]) -> None:
     _write_json(path, fingerprint)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def read_json(path: FsPath) -> Any:
+    """A JSON file's content; None when missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def resolve_root(cfg: PrepareConfig) -> Path:
+def _write_json(path: FsPath, data: Any) -> None:
+    path.write_bytes((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def resolve_root(cfg: PrepareConfig) -> FsPath:
     """The dataset root: ``cfg.root``, or the synthetic benchmark (generated on first use)."""
     if cfg.root:
-        return Path(cfg.root).expanduser().resolve()
+        return FsPath.of(cfg.root, cfg.s3_endpoint)
     base = Path(cfg.synthetic_root).expanduser().resolve()
     root = base / cfg.dataset
     if not (root / "synthetic_truth.json").is_file():
@@ -226,7 +237,7 @@ def resolve_root(cfg: PrepareConfig) -> Path:
 
         print(f"[prepare] no root given: generating the synthetic benchmark ({cfg.synthetic_scale}) in {base}", file=sys.stderr)
         synthetic.generate(base, synthetic.config_for_scale(cfg.synthetic_scale))
-    return root
+    return FsPath.of(root)
 
 
 def select_rows(rows: Iterable[ManifestRow], cfg: PrepareConfig) -> list[ManifestRow]:
@@ -243,14 +254,14 @@ def select_rows(rows: Iterable[ManifestRow], cfg: PrepareConfig) -> list[Manifes
     return kept
 
 
-def build_summary(cfg: PrepareConfig, root: Path, out: Path, issues: list[dict[str, str]]) -> dict[str, Any]:
+def build_summary(cfg: PrepareConfig, root: FsPath, out: FsPath, issues: list[dict[str, str]]) -> dict[str, Any]:
     """``summary.json`` content, rebuilt from the statuses stored in every complete shard of
     ``out`` (so it describes the folder's shards, whichever runs made them) plus the reader's
     ``issues`` (videos that could not be placed in a split)."""
     shards = list_complete_shards(out, dataset=cfg.dataset)
     statuses: list[dict[str, Any]] = []
-    for path in shards:
-        statuses += shard_metadata(path).get("status", [])
+    for meta in map_files(shard_metadata, shards):
+        statuses += meta.get("status", [])
     ok = [s for s in statuses if s["status"] == "ok"]
     skipped = [s for s in statuses if s["status"] != "ok"]
 
@@ -303,14 +314,27 @@ def one_line(summary: dict[str, Any], seconds: float, written: int, reused: int)
     )
 
 
+def check_inputs(cfg: PrepareConfig) -> None:
+    """One-line errors for S3 locations that cannot be used (no credentials, no such bucket)."""
+    for what, location in (("root", cfg.root), ("out", cfg.out)):
+        if location:
+            check_location(location, cfg.s3_endpoint, f"prepare {what}")
+
+
 def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run the preparation; returns the summary (also written to ``<out>/summary.json``)."""
     start = time.perf_counter()
     cfg.clip_config().make_detector()  # a bad detector setting fails here, in one line
+    check_inputs(cfg)
     root = resolve_root(cfg)
     out = cfg.out_dir()
     manifest = read_manifest(cfg.dataset, root, **cfg.reader)
+    if not manifest:
+        raise ConfigError(f"{root}: no {cfg.dataset} videos found (nothing listed in its metadata or on storage)")
     rows = select_rows(manifest, cfg)
+    if not rows:
+        raise ConfigError(f"{root}: no videos in the selected splits {cfg.splits}"
+                          + (f" and chunks {cfg.chunks}" if cfg.chunks is not None else ""))
     fingerprint = _fingerprint(cfg, root)
     _check_out_dir(out, fingerprint)
     digest = json.dumps(fingerprint, sort_keys=True)
@@ -323,12 +347,14 @@ def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=Tr
     if todo:
         _run_ray(cfg, todo, out, digest, log)
     summary = build_summary(cfg, root, out, [{"path": i.path, "reason": i.reason} for i in manifest.issues])
-    _write_json(out / layout.PREPARE_SUMMARY_FILE, summary)
+    summary_file = out / layout.PREPARE_SUMMARY_FILE
+    if todo or read_json(summary_file) != summary:  # a rerun with nothing to do writes nothing
+        _write_json(summary_file, summary)
     print(one_line(summary, time.perf_counter() - start, len(todo), len(plans) - len(todo)), flush=True)
     return summary
 
 
-def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: Path, fingerprint: str, log) -> None:
+def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint: str, log) -> None:
     import ray
 
     from ray_jobs.cluster import init_ray
@@ -339,7 +365,8 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: Path, fingerprint: 
     items = [{"shard": p.name, "videos": json.dumps([r.to_dict() for r in p.rows])} for p in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
         shard_task,
-        fn_kwargs={"out_dir": str(out), "clip": cfg.clip_config().to_dict(), "fingerprint": fingerprint},
+        fn_kwargs={"out_dir": str(out), "clip": cfg.clip_config().to_dict(), "fingerprint": fingerprint,
+                   "endpoint": cfg.s3_endpoint},
         num_cpus=1,
     )
     seen: Counter[str] = Counter()

@@ -2,14 +2,14 @@
 
 One :class:`Storage` names a root; every run of the project lives under ``<root>/<name>/``, laid
 out as :mod:`ray_jobs.layout` draws it. S3-compatible servers are reached with
-``endpoint`` (``--s3-endpoint http://127.0.0.1:9000`` or ``AWS_ENDPOINT_URL``); credentials come
-from the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION``.
+``endpoint`` (``--s3-endpoint http://127.0.0.1:9000`` or ``AWS_ENDPOINT_URL``); region from
+``AWS_DEFAULT_REGION``. Credentials are never passed explicitly: each process (driver or worker,
+on whichever node) takes its own from the AWS SDK's chain (``docs/cloud.md``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from data_pipeline.filesystems import is_s3, resolve, write_atomic
 
 
 class StorageError(OSError):
@@ -32,28 +34,18 @@ class Storage:
 
     @property
     def is_s3(self) -> bool:
-        return self.uri.startswith("s3://")
+        return is_s3(self.uri)
 
     @property
     def filesystem(self) -> pafs.FileSystem:
-        if not self.is_s3:
-            return pafs.LocalFileSystem()
-        endpoint = self.endpoint or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        if os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                          secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
-        return pafs.S3FileSystem(**kwargs)
+        """Local, or S3 at ``endpoint`` (:func:`data_pipeline.filesystems.resolve`): no keys here, the
+        AWS SDK's own chain finds them (env, ~/.aws, instance role, IRSA); the object pickles without them."""
+        return resolve(self.uri, self.endpoint)[0]
 
     @property
     def root(self) -> str:
         """The root as the filesystem sees it (no scheme; absolute for local paths)."""
-        if self.is_s3:
-            return self.uri[len("s3://"):].rstrip("/")
-        return str(Path(self.uri).expanduser().resolve())
+        return resolve(self.uri, self.endpoint)[1]
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
@@ -75,14 +67,7 @@ class Storage:
         target = self.path(*parts)
         fs = self.filesystem
         fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        if self.is_s3:
-            with fs.open_output_stream(target) as f:
-                f.write(payload)
-            return
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, target)
+        write_atomic(fs, target, payload)
 
     def check_writable(self, *parts: str) -> None:
         """Write and delete a probe file; a read-only or unreachable root raises StorageError."""

@@ -9,8 +9,10 @@ the test split with the best-by-validation weights it kept (for the report only)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
 
     def tensors():
         for b in iter_shard_batches(job.test_files[rank::world_size], cfg.val_batch_size, TEST_COLUMNS,
-                                    extras=("video_id",)):
+                                    extras=("video_id",), endpoint=cfg.s3_endpoint):
             videos.extend(b["video_id"])
             yield b
 
@@ -94,15 +96,41 @@ def quiet_train_report_logger(level: str) -> None:
 
 # ----------------------------------------------------------------------------------- named steps
 
+@contextlib.contextmanager
+def local_weights_file(location: str | None, endpoint: str | None):
+    """A local path of the backbone weights file: an ``s3://`` one is fetched to a temporary file
+    (through the run's ``s3_endpoint``, credentials from this node's own chain), removed after."""
+    from data_pipeline.filesystems import is_s3, resolve
+    from specialists.registry import SpecialistError
+
+    if location is None or not is_s3(location):
+        yield location
+        return
+    fs, path = resolve(location, endpoint)
+    with tempfile.TemporaryDirectory(prefix="interceptor-weights-") as tmp:
+        local = Path(tmp) / path.rsplit("/", 1)[-1]  # the name kept: timm reads .safetensors by its suffix
+        try:
+            with fs.open_input_stream(path) as src, local.open("wb") as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+        except OSError as e:
+            raise SpecialistError(f"backbone weights {location}: cannot be read "
+                                  f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+        yield str(local)
+
+
 def build_model(job: Job, storage: Storage, restored: Any):
     """The specialist, initialised from the predecessor's export unless a checkpoint of this run
-    will be restored (a restart), in which case its weights come from there."""
+    will be restored (a restart), in which case its weights come from there. Backbone weights
+    (``weights_file``, ``pretrained``) are read only where nothing overwrites them: a chain's first
+    stage, not restarted."""
     from ray_jobs.checkpoints import init_from, load_checkpoint
     from ray_jobs.storage import fetch_checkpoint_dir, remove_local_copy
     from specialists.model import SpecialistModel
 
-    model = SpecialistModel(dataclasses.replace(job.model, weights_file=job.model.weights_file
-                                                if job.recipe.init_from is None else None))
+    fresh = restored is None and job.recipe.init_from is None
+    with local_weights_file(job.model.weights_file if fresh else None, storage.endpoint) as weights_file:
+        model = SpecialistModel(dataclasses.replace(job.model, weights_file=weights_file,
+                                                    pretrained=fresh and job.model.pretrained))
     if restored is None and (job.init_parts or job.init_external):
         local = Path(job.init_external) if job.init_external else fetch_checkpoint_dir(storage, *job.init_parts)
         try:
@@ -175,6 +203,17 @@ class WorkerBatches:
         return self.val_cache
 
 
+def worker_nodes(node: str, world_size: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (gathered when there are several)."""
+    if world_size == 1:
+        return [node]
+    import torch
+
+    nodes: list = [None] * world_size
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
+
+
 def report_epoch(runner, job: Job, cfg: TrainConfig, rank: int, world_size: int, init_source: str | None,
                  metrics: dict) -> None:
     """Report an epoch's metrics to Ray Train, with a checkpoint (written by rank 0) when one is due."""
@@ -200,6 +239,7 @@ def report_epoch(runner, job: Job, cfg: TrainConfig, rank: int, world_size: int,
 
 def train_fn_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker: build (or resume) the model, fit it, score the test split."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch
@@ -221,7 +261,12 @@ def train_fn_per_worker(config: dict) -> None:
     runner = build_runner(model, job, cfg, device, rank, restored)
     batches = WorkerBatches(runner, job, cfg, device, rank)
 
+    node = ray.get_runtime_context().get_node_id()
+
     def on_epoch_end(metrics: dict) -> None:
+        # where each epoch ran, kept in the stage's history: on a cluster whose nodes come and go
+        # it shows where a restarted trainer went on
+        runner.history[-1]["nodes"] = worker_nodes(node, world_size)
         report_epoch(runner, job, cfg, rank, world_size, init_source, metrics)
 
     scores_token = config.get("test_scores_token")

@@ -33,7 +33,21 @@ class ModelConfig:
     backbone: str = "efficientnet_b4"
     """Any timm model name; ``test_efficientnet`` is the tiny one used by tests and the CPU demo."""
     weights_file: str | None = None
-    """Local backbone weights (``.pth``/``.safetensors``); ``None`` = random init. Never downloaded."""
+    """Backbone weights from a file: a local ``.pth``/``.safetensors`` path, or ``s3://bucket/key``
+    (the training worker fetches it through the run's ``s3_endpoint`` / ``AWS_ENDPOINT_URL`` to a
+    temporary file; this module itself reads local files only). Wins over ``pretrained``. Used only
+    where nothing else sets the weights (a chain's first stage, not resumed); checkpoints store
+    ``None``, as their own weights are in them."""
+    pretrained: bool = False
+    """Start the backbone from timm's pretrained weights for ``backbone`` (``efficientnet_b4`` ->
+    ``timm/efficientnet_b4.ra2_in1k``), loaded by timm itself from the Hugging Face hub cache
+    (``HF_HOME``/``hub``, or ``HF_HUB_CACHE``) and downloaded into it when missing, unless
+    ``HF_HUB_OFFLINE=1``. Offline with the weights not cached: one-line error naming the cache and
+    ``weights_file``. Checkpoints store ``False`` (their weights are in them: nothing to download)."""
+    allow_random_init: bool = False
+    """Train a stage from random backbone weights on purpose. Without it, a stage with no
+    predecessor checkpoint, no ``weights_file``, ``pretrained`` false and a fine-tuning learning rate
+    (below 1e-3) is refused before any worker starts (the demo sets it: tiny backbone from scratch)."""
     image_size: int = 320
     """Face-crop side S the model is trained at (efficientnet_b4: 320 train / 384 test)."""
     num_frames: int = 4
@@ -61,18 +75,109 @@ class ModelConfig:
         return cls(**d)
 
 
-def create_backbone(name: str, weights_file: str | None = None) -> nn.Module:
-    """A timm feature extractor (``num_classes=0``), weights from a local file when given."""
+def create_backbone(name: str, weights_file: str | None = None, pretrained: bool = False) -> nn.Module:
+    """A timm feature extractor (``num_classes=0``): weights from a local file when given, else
+    timm's pretrained weights when ``pretrained`` (through the Hugging Face hub cache), else random."""
     import timm  # here, not at module level: importing timm costs ~2 s, and processes that only
     # unpickle configs (Tune trials, Ray Train controllers) never build a model
     if not timm.is_model(name):
         raise SpecialistError(f"unknown timm backbone {name!r}")
     if weights_file is not None:
+        if str(weights_file).startswith("s3://"):
+            raise SpecialistError(f"backbone weights {weights_file}: s3:// files are fetched by the training "
+                                  f"worker; here give a local path")
         if not Path(weights_file).is_file():
             raise SpecialistError(f"backbone weights file not found: {weights_file}")
         return timm.create_model(name, pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay=dict(file=str(weights_file)))
+    if pretrained:
+        source = pretrained_source(name)
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as e:  # hub, network and file errors alike: one line
+            raise SpecialistError(_pretrained_error(name, source, e)) from None
     return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+WEIGHTS_FILE_HINT = "or set model.weights_file: PATH|s3://bucket/key"
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for, in its order
+
+
+def pretrained_source(name: str) -> str:
+    """Where timm takes ``name``'s pretrained weights from: its Hugging Face hub id
+    (``timm/efficientnet_b4.ra2_in1k``) or, for older entries, a URL. Refuses a backbone that timm
+    has no pretrained weights for (timm itself would silently keep random ones)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(name):
+        raise SpecialistError(f"unknown timm backbone {name!r}")
+    cfg = get_pretrained_cfg(name)
+    source = cfg and (cfg.hf_hub_id or cfg.url)
+    if not source:
+        raise SpecialistError(f"timm has no pretrained weights for backbone {name!r}; "
+                              f"choose another backbone {WEIGHTS_FILE_HINT}")
+    return source
+
+
+def hub_cache_dir() -> str:
+    """The Hugging Face hub cache this process uses (``HF_HUB_CACHE``, else ``HF_HOME``/``hub``)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _not_cached(name: str, source: str, reason: str | None = None) -> str:
+    from huggingface_hub import constants
+
+    why = ("HF_HUB_OFFLINE=1 forbids downloading them" if constants.HF_HUB_OFFLINE
+           else f"the hub cannot be reached to download them ({reason})" if reason
+           else "the hub cannot be reached to download them")
+    return (f"backbone {name}: timm's pretrained weights ({source}) are not in the Hugging Face cache "
+            f"{hub_cache_dir()} (HF_HOME) and {why}; pre-seed that cache {WEIGHTS_FILE_HINT}")
+
+
+def _pretrained_error(name: str, source: str, e: BaseException) -> str:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        return _not_cached(name, source)
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return (f"backbone {name}: timm's pretrained weights ({source}) could not be loaded through the "
+            f"Hugging Face cache {hub_cache_dir()} ({type(e).__name__}: {reason}); "
+            f"pre-seed that cache again {WEIGHTS_FILE_HINT}")
+
+
+def check_pretrained_available(name: str, timeout: float = 10.0) -> None:
+    """Fail early, in one line, when timm's pretrained weights for ``name`` could not be loaded in
+    this process' environment: not in the hub cache, and ``HF_HUB_OFFLINE`` is set or the hub does
+    not answer one HEAD request (no retries). Nothing is downloaded. Weights that timm takes from a
+    URL (entries without a hub id) are not checked."""
+    source = pretrained_source(name)
+    if source.startswith(("http://", "https://")):
+        return
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError
+    from timm.models import get_pretrained_cfg
+
+    filename = get_pretrained_cfg(name).hf_hub_filename
+    files = (filename,) if filename else _HUB_FILES
+    repo, _, revision = source.partition("@")
+    if any(isinstance(try_to_load_from_cache(repo, f, revision=revision or None), str) for f in files):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise SpecialistError(_not_cached(name, source))
+    for f in files:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, f, revision=revision or None), timeout=timeout)
+            return
+        except EntryNotFoundError:
+            continue
+        except Exception as e:  # no network, proxy, DNS, HTTP: one line
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SpecialistError(_not_cached(name, source, f"{type(e).__name__}: {reason}")) from None
+    raise SpecialistError(f"backbone {name}: the hub repository {source} holds none of {', '.join(files)}; "
+                          f"set model.weights_file: PATH|s3://bucket/key")
 
 
 class AudioEncoder(nn.Module):
@@ -95,7 +200,7 @@ class SpecialistModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = get_spec(config.specialist)
-        self.backbone = create_backbone(config.backbone, config.weights_file)
+        self.backbone = create_backbone(config.backbone, config.weights_file, config.pretrained)
         from timm.data import resolve_data_config
 
         data_cfg = resolve_data_config({}, model=self.backbone)

@@ -31,17 +31,21 @@ def batches(data: dict[str, torch.Tensor], batch_size: int, seed: int | None = N
 
 
 def write_learnable_shards(folder, dataset: str = "ffpp", n_train: int = 96, n_val: int = 32, n_test: int = 32,
-                           chunks: int = 1, size: int = 32, seed: int = 0, preprocessing: str = "resize"):
+                           chunks: int = 1, size: int = 32, seed: int = 0, preprocessing: str = "resize",
+                           endpoint: str | None = None):
     """Write Parquet clip shards (the real schema) of the learnable task: train/val/test splits,
-    training spread over ``chunks`` chunk ids. Returns the folder."""
+    training spread over ``chunks`` chunk ids, labelled with the stage filter ``preprocessing``, to a
+    local folder or an ``s3://`` prefix (``endpoint``). Returns the folder."""
     from pathlib import Path
 
     import numpy as np
 
+    from data_pipeline.filesystems import FsPath, is_s3
     from data_pipeline.shards import make_row, shard_name, write_shard
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not is_s3(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    target = FsPath.of(folder, endpoint)
     plan = [("train", c, n_train // chunks) for c in range(chunks)] + [("val", 0, n_val), ("test", 0, n_test)]
     for i, (split, chunk, n) in enumerate(plan):
         data = learnable_clips(n, size=size, seed=seed * 100 + i)
@@ -56,5 +60,5 @@ def write_learnable_shards(folder, dataset: str = "ffpp", n_train: int = 96, n_v
             audio = np.random.default_rng(j).standard_normal((40, 16)).astype(np.float32) if j % 3 else None
             rows.append(make_row(manifest, 0, frames[j], audio, [0, 0, size, size], preprocessing))
             ids.append(vid)
-        write_shard(folder / shard_name(dataset, split, ids, chunk=chunk if chunks > 1 else None), rows)
-    return folder
+        write_shard(target / shard_name(dataset, split, ids, chunk=chunk if chunks > 1 else None), rows)
+    return folder if is_s3(folder) else Path(folder)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from pathlib import Path
 from typing import Any, Callable
 
+from ..filesystems import FsPath
 from . import celebdf, dfdc, ffpp
 from .manifest import (
     MANIFEST_FIELDS,
@@ -42,9 +42,12 @@ READERS: dict[Dataset, Callable[..., Manifest]] = {
 }
 
 
-def read_manifest(dataset: Dataset | str, root: str | os.PathLike[str], **options: Any) -> Manifest:
+def read_manifest(dataset: Dataset | str, root: str | os.PathLike[str] | FsPath, endpoint: str | None = None,
+                  **options: Any) -> Manifest:
     """Read the manifest of ``dataset`` stored under ``root`` in its public layout.
 
+    ``root`` is a local path or an ``s3://`` URI (``endpoint``: a custom S3 endpoint); the tree is
+    listed once and every metadata file read through :mod:`data_pipeline.filesystems`.
     ``options`` go to the dataset's reader (see :func:`.ffpp.read`, :func:`.celebdf.read`,
     :func:`.dfdc.read`). Rows are sorted by ``video_id``. Raises :class:`ManifestError` with a
     one-line message when the root or its metadata is unusable.
@@ -53,9 +56,13 @@ def read_manifest(dataset: Dataset | str, root: str | os.PathLike[str], **option
         ds = Dataset(str(dataset.value if isinstance(dataset, Dataset) else dataset).lower())
     except ValueError:
         raise ManifestError(f"unknown dataset {dataset!r}; known: {', '.join(d.value for d in Dataset)}") from None
-    root_path = Path(root).expanduser().resolve()
+    try:
+        root_path = FsPath.of(root, endpoint).snapshot()
+    except OSError as exc:
+        raise ManifestError(f"{ds.value} root {str(root)!r} cannot be listed ({str(exc).strip().splitlines()[0]})") from None
     if not root_path.is_dir():
-        raise ManifestError(f"{ds.value} root {str(root_path)!r} is not a directory")
+        what = "is not a directory" if root_path.is_local else "holds no objects (no such prefix)"
+        raise ManifestError(f"{ds.value} root {str(root_path)!r} {what}")
     reader = READERS[ds]
     known = [p for p in inspect.signature(reader).parameters if p != "root"]
     unknown = sorted(set(options) - set(known))

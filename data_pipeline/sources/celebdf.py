@@ -25,8 +25,9 @@ protocol has the same property. ``YouTube-real`` videos have no identity: each i
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import PurePosixPath
 
+from ..filesystems import FsPath
 from .manifest import Dataset, Issue, Manifest, ManifestError, ManifestRow, assign_splits
 
 REAL_DIRS = ("Celeb-real", "YouTube-real")
@@ -49,7 +50,7 @@ def group_of(subdir: str, stem: str) -> str:
     return f"youtube-{stem}"
 
 
-def read_test_list(path: Path) -> dict[str, int]:
+def read_test_list(path: FsPath) -> dict[str, int]:
     """Parse the official test list -> ``{"<subdir>/<name>.mp4": label}`` in THIS project's
     convention (0 real, 1 fake), i.e. the file's labels inverted."""
     if not path.is_file():
@@ -65,17 +66,17 @@ def read_test_list(path: Path) -> dict[str, int]:
     return out
 
 
-def read(root: Path, val_fraction: float = 0.1, test_list: str | Path | None = None) -> Manifest:
+def read(root: FsPath, val_fraction: float = 0.1, test_list: str | None = None) -> Manifest:
     """Read a Celeb-DF v2 root.
 
     Args:
-        root: dataset root (absolute).
+        root: dataset root (a listed :class:`~data_pipeline.filesystems.FsPath`).
         val_fraction: fraction of the non-test groups that go to ``val`` (deterministic by hash).
         test_list: path of ``List_of_testing_videos.txt``; default ``<root>/List_of_testing_videos.txt``.
     """
     if not any((root / d).is_dir() for d in (*REAL_DIRS, FAKE_DIR)):
         raise ManifestError(f"{str(root)!r} does not look like Celeb-DF (no {', '.join((*REAL_DIRS, FAKE_DIR))})")
-    tests = read_test_list(Path(test_list).expanduser().resolve() if test_list else root / TEST_LIST)
+    tests = read_test_list(root.at(test_list) if test_list else root / TEST_LIST)
     ds = Dataset.CELEBDF.value
     issues: list[Issue] = []
 
@@ -89,7 +90,7 @@ def read(root: Path, val_fraction: float = 0.1, test_list: str | Path | None = N
             continue
         label = 1 if subdir == FAKE_DIR else 0
         bad_labels += label != listed_label
-        videos[vid] = (label, group_of(subdir, Path(name).stem))
+        videos[vid] = (label, group_of(subdir, PurePosixPath(name).stem))
     if bad_labels:
         raise ManifestError(
             f"Celeb-DF test list: {bad_labels} label(s) disagree with their folder "

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
+from ..filesystems import FsPath
 from .manifest import Dataset, Issue, Manifest, ManifestError, ManifestRow, assign_splits
 
 PART_PREFIX = "dfdc_train_part_"
@@ -33,7 +34,7 @@ METHOD = "dfdc-fake"
 _PART = re.compile(r"^dfdc_train_part_(\d+)$")
 
 
-def list_parts(root: Path) -> list[tuple[int, Path]]:
+def list_parts(root: FsPath) -> list[tuple[int, FsPath]]:
     """``[(k, folder)]`` of the ``dfdc_train_part_<k>`` folders under ``root``, sorted by ``k``."""
     parts = []
     for p in root.iterdir():
@@ -43,7 +44,7 @@ def list_parts(root: Path) -> list[tuple[int, Path]]:
     return sorted(parts)
 
 
-def read_metadata(path: Path) -> dict[str, dict[str, Any]]:
+def read_metadata(path: FsPath) -> dict[str, dict[str, Any]]:
     """Load one part's ``metadata.json`` (one-line :class:`ManifestError` when malformed)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -55,12 +56,13 @@ def read_metadata(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def read(
-    root: Path, parts_per_chunk: int = 5, val_fraction: float = 0.1, test_fraction: float = 0.1
+    root: FsPath, parts_per_chunk: int = 5, val_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> Manifest:
     """Read a DFDC root.
 
     Args:
-        root: dataset root holding the ``dfdc_train_part_<k>`` folders (absolute).
+        root: dataset root holding the ``dfdc_train_part_<k>`` folders (a listed
+            :class:`~data_pipeline.filesystems.FsPath`).
         parts_per_chunk: parts per training chunk (50 parts / 10 chunks = 5).
         val_fraction: fraction of groups assigned to ``val``.
         test_fraction: fraction of groups assigned to ``test``.
@@ -72,7 +74,7 @@ def read(
         raise ManifestError(f"{str(root)!r} does not look like DFDC (no {PART_PREFIX}<k>/ folders)")
     ds = Dataset.DFDC.value
     issues: list[Issue] = []
-    entries: list[tuple[str, Path, int, str, int]] = []  # video_id, path, label, group, chunk
+    entries: list[tuple[str, FsPath, int, str, int]] = []  # video_id, path, label, group, chunk
     for position, (_, folder) in enumerate(parts):
         chunk = position // parts_per_chunk
         meta_path = folder / "metadata.json"
@@ -89,7 +91,7 @@ def read(
                 continue
             label = int(label_text == "FAKE")
             original = info.get("original") if label else None
-            group = Path(original).stem if isinstance(original, str) and original else Path(name).stem
+            group = PurePosixPath(original if isinstance(original, str) and original else name).stem
             entries.append((path.relative_to(root).as_posix(), path, label, group, chunk))
         for name in sorted(on_disk - set(meta)):
             issues.append(Issue(str(folder / name), f"not listed in {folder.name}/metadata.json"))

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Sequence
 
+from ..filesystems import FsPath
 from .manifest import Dataset, Issue, Manifest, ManifestError, ManifestRow
 
 COMPRESSIONS = ("c23", "c40", "raw")
@@ -35,7 +35,7 @@ _ID = re.compile(r"^\d{3}$")
 _FAKE_NAME = re.compile(r"^(\d{3})_(\d{3})$")
 
 
-def read_split_files(splits_dir: Path) -> dict[str, list[tuple[str, str]]]:
+def read_split_files(splits_dir: FsPath) -> dict[str, list[tuple[str, str]]]:
     """Read ``train/val/test.json`` from ``splits_dir`` -> ``{split: [(target, source), ...]}``."""
     out: dict[str, list[tuple[str, str]]] = {}
     for split in ("train", "val", "test"):
@@ -68,7 +68,7 @@ def _id_splits(pairs_by_split: dict[str, list[tuple[str, str]]]) -> dict[str, st
     return id_split
 
 
-def _present_methods(root: Path, compression: str) -> list[str]:
+def _present_methods(root: FsPath, compression: str) -> list[str]:
     base = root / "manipulated_sequences"
     if not base.is_dir():
         return []
@@ -77,7 +77,7 @@ def _present_methods(root: Path, compression: str) -> list[str]:
     )
 
 
-def _check_root(root: Path, compression: str, fakes: str) -> None:
+def _check_root(root: FsPath, compression: str, fakes: str) -> None:
     """Reject an unknown ``fakes`` or ``compression`` value and a root that does not look like FF++."""
     if fakes not in ("split", "present"):
         raise ManifestError(f"FF++ fakes={fakes!r} unknown; use 'split' or 'present'")
@@ -87,7 +87,7 @@ def _check_root(root: Path, compression: str, fakes: str) -> None:
         raise ManifestError(f"{str(root)!r} does not look like FF++ (no original_sequences/ or manipulated_sequences/)")
 
 
-def _resolve_methods(root: Path, compression: str, methods: Sequence[str] | str | None) -> Sequence[str]:
+def _resolve_methods(root: FsPath, compression: str, methods: Sequence[str] | str | None) -> Sequence[str]:
     """The method folders to read: ``methods`` (a list or a comma-separated string), each checked to be
     a pair-based folder present for ``compression``; default every such folder present."""
     if isinstance(methods, str):
@@ -106,11 +106,11 @@ def _resolve_methods(root: Path, compression: str, methods: Sequence[str] | str 
     return methods
 
 
-def _fake_dir(root: Path, method: str, compression: str) -> Path:
+def _fake_dir(root: FsPath, method: str, compression: str) -> FsPath:
     return root / "manipulated_sequences" / method / compression / "videos"
 
 
-def _row(root: Path, path: Path, label: int, method: str, group: str, split: str) -> ManifestRow:
+def _row(root: FsPath, path: FsPath, label: int, method: str, group: str, split: str) -> ManifestRow:
     return ManifestRow(
         video_id=path.relative_to(root).as_posix(),
         path=str(path),
@@ -122,7 +122,7 @@ def _row(root: Path, path: Path, label: int, method: str, group: str, split: str
     )
 
 
-def _listed_rows(root: Path, real_dir: Path, methods: Sequence[str], compression: str,
+def _listed_rows(root: FsPath, real_dir: FsPath, methods: Sequence[str], compression: str,
                  pairs_by_split: dict[str, list[tuple[str, str]]], fakes: str) -> list[ManifestRow]:
     """A row for every video the split files list: each id's real video, and both fakes of each
     pair per method (with ``fakes="present"``, only the fakes on disk)."""
@@ -142,7 +142,7 @@ def _listed_rows(root: Path, real_dir: Path, methods: Sequence[str], compression
     return rows
 
 
-def _unlisted_issues(folders: list[tuple[Path, re.Pattern[str]]], listed: set[str]) -> list[Issue]:
+def _unlisted_issues(folders: list[tuple[FsPath, re.Pattern[str]]], listed: set[str]) -> list[Issue]:
     """An :class:`Issue` for every ``.mp4`` in ``folders`` that no split lists (``listed`` paths).
     Each folder comes with the file-name pattern of its videos (real ids or fake pairs)."""
     issues: list[Issue] = []
@@ -162,20 +162,21 @@ def _unlisted_issues(folders: list[tuple[Path, re.Pattern[str]]], listed: set[st
 
 
 def read(
-    root: Path,
+    root: FsPath,
     compression: str = "c23",
     methods: list[str] | tuple[str, ...] | str | None = None,
-    splits_dir: str | Path | None = None,
+    splits_dir: str | None = None,
     fakes: str = "split",
 ) -> Manifest:
     """Read an FF++ root.
 
     Args:
-        root: dataset root (absolute).
+        root: dataset root (a listed :class:`~data_pipeline.filesystems.FsPath`).
         compression: ``c23`` (default), ``c40`` or ``raw``.
         methods: manipulation method folders to include (a list or a comma-separated string);
             default every pair-based method folder present for this compression.
-        splits_dir: folder of the official ``train/val/test.json``; default ``<root>/splits``.
+        splits_dir: folder of the official ``train/val/test.json`` (a local path or an ``s3://`` URI);
+            default ``<root>/splits``.
         fakes: ``"split"`` (default): every fake of every pair and method is expected, and one
             missing on disk is kept (reported as missing); ``"present"``: only the fakes found on
             disk (a partial download, e.g. the official script's ``--num_videos``).
@@ -183,7 +184,7 @@ def read(
     _check_root(root, compression, fakes)
     chosen = _resolve_methods(root, compression, methods)
     real_dir = root / "original_sequences" / "youtube" / compression / "videos"
-    pairs_by_split = read_split_files(Path(splits_dir).expanduser().resolve() if splits_dir else root / "splits")
+    pairs_by_split = read_split_files(root.at(splits_dir) if splits_dir else root / "splits")
     rows = _listed_rows(root, real_dir, chosen, compression, pairs_by_split, fakes)
     # videos on disk that no split lists
     folders = [(real_dir, _ID)] + [(_fake_dir(root, m, compression), _FAKE_NAME) for m in chosen]

@@ -26,8 +26,9 @@ import json
 import os
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Iterable
+
+from ..filesystems import FsPath, is_s3
 
 #: name of the ground-truth file the synthetic benchmark writes into each dataset root
 SYNTHETIC_TRUTH = "synthetic_truth.json"
@@ -56,7 +57,7 @@ class ManifestRow:
 
     Attributes:
         video_id: unique within the dataset: the path relative to the dataset root (POSIX).
-        path: absolute path of the video file.
+        path: the video file: an absolute local path or an ``s3://`` URI.
         dataset: ``ffpp``, ``celebdf`` or ``dfdc``.
         label: 0 real, 1 fake.
         method: ``real`` for real videos, otherwise the manipulation.
@@ -80,8 +81,8 @@ class ManifestRow:
 
     @property
     def exists(self) -> bool:
-        """Whether the video file is present on disk."""
-        return os.path.isfile(self.path)
+        """Whether the video file is present (on disk, or in its bucket: S3 endpoint from ``AWS_ENDPOINT_URL``)."""
+        return FsPath.of(self.path).is_file() if is_s3(self.path) else os.path.isfile(self.path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ManifestRow":
@@ -148,19 +149,18 @@ def assign_splits(
     return out
 
 
-def relative_id(root: Path, path: Path) -> str:
+def relative_id(root: FsPath, path: FsPath) -> str:
     """The ``video_id`` of ``path``: its path relative to ``root`` with POSIX separators."""
     return path.relative_to(root).as_posix()
 
 
-def load_synthetic_truth(root: Path) -> dict[str, dict[str, Any]] | None:
+def load_synthetic_truth(root: FsPath) -> dict[str, dict[str, Any]] | None:
     """The synthetic benchmark's ground truth of ``root``, or ``None`` for a real dataset."""
     path = root / SYNTHETIC_TRUTH
     if not path.is_file():
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path}: unreadable synthetic truth ({exc})") from exc
     if not isinstance(data, dict):
@@ -168,7 +168,7 @@ def load_synthetic_truth(root: Path) -> dict[str, dict[str, Any]] | None:
     return data
 
 
-def apply_synthetic_truth(manifest: Manifest, root: Path) -> Manifest:
+def apply_synthetic_truth(manifest: Manifest, root: FsPath) -> Manifest:
     """Apply a synthetic benchmark's ``synthetic_truth.json`` (no-op for a real dataset).
 
     * Each fake's ``method`` becomes its synthetic family.
@@ -183,7 +183,7 @@ def apply_synthetic_truth(manifest: Manifest, root: Path) -> Manifest:
     rows = []
     for row in manifest:
         entry = truth.get(row.video_id)
-        if entry is None and not row.exists:
+        if entry is None and not (root / row.video_id).is_file():
             continue
         if row.label == 1 and isinstance(entry, dict) and entry.get("family"):
             row = dataclasses.replace(row, method=str(entry["family"]))

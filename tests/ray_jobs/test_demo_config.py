@@ -21,3 +21,4 @@ def test_demo_config_is_typed_and_applies_to_the_chain():
     assert dfdc.chunks == scale.dfdc_parts // cfg.readers["dfdc"]["parts_per_chunk"]
     assert dfdc.loss is LossKind.CROSS_ENTROPY and dfdc.augmentation.is_identity
     assert chain.get("ffpp").preprocessing.value == "resize"  # the stage filters stay the chain's
+    assert tcfg.model.allow_random_init  # the tiny backbone trains from scratch on purpose

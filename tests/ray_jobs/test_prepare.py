@@ -2,8 +2,9 @@
 
 * bad inputs (corrupt, truncated, zero-byte, no face, no audio, listed but missing) are reported
   in ``summary.json`` with a reason while the rest is prepared;
-* a run killed midway and run again redoes no finished shard and ends with exactly the shards
-  of an uninterrupted run; no ``.parquet`` is ever partial;
+* from videos in an S3 bucket (moto on loopback) to shards in the bucket: a run killed midway and
+  run again redoes no finished shard and ends with exactly the shards of an uninterrupted run; no
+  ``.parquet`` is ever partial; a rerun writes nothing; nothing is copied to local disk;
 * the synthetic benchmark is learnable from its shards: a small CNN separates real from fake
   above chance for every manipulation family on held-out clips.
 """
@@ -15,15 +16,18 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from data_pipeline import synthetic
+from data_pipeline.filesystems import FsPath
 from data_pipeline.shards import list_complete_shards, read_rows, rows_to_batch, shard_metadata
 from data_pipeline.sources import read_manifest
 from ray_jobs.config import ConfigError
@@ -149,10 +153,10 @@ def test_splits_in_several_runs_and_other_settings_refused(tmp_path: Path, tiny:
 # --------------------------------------------------------------------------- kill and resume
 
 
-def _prepare_cmd(root: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ray_jobs.prepare", "--dataset", "dfdc", "--root", str(root), "--out", str(out),
-            "--size", "32", "--clips-per-video", "4", "--videos-per-shard", "1", "--num-cpus", "2",
-            "--set", "reader.parts_per_chunk=1"]
+def _prepare_cmd(root: str, out: str, endpoint: str) -> list[str]:
+    return [sys.executable, "-m", "ray_jobs.prepare", "--dataset", "dfdc", "--root", root, "--out", out,
+            "--s3-endpoint", endpoint, "--size", "32", "--clips-per-video", "4", "--videos-per-shard", "1",
+            "--num-cpus", "2", "--set", "reader.parts_per_chunk=1"]
 
 
 def _wait_session_gone(sid: int, timeout: float = 60.0) -> None:
@@ -174,52 +178,82 @@ def _wait_session_gone(sid: int, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def _table(path: Path) -> pa.Table:
-    return pq.read_table(path).replace_schema_metadata(None)
+def _table(path) -> pa.Table:
+    return pq.read_table(path.path, filesystem=path.fs).replace_schema_metadata(None)
+
+
+def _local_media(*folders: Path) -> set[Path]:
+    """Parquet and video files in ``folders`` (recursively) and directly in the system temp folder."""
+    found = {p for f in folders for pattern in ("*.parquet", "*.mp4", "*.parquet.tmp") for p in f.rglob(pattern)}
+    tmp = Path(tempfile.gettempdir())
+    return found | {p for pattern in ("*.parquet", "*.mp4", "*.tmp") for p in tmp.glob(pattern)}
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_shards(tmp_path: Path, tiny: Path) -> None:
-    root = tiny / "dfdc"
-    out = tmp_path / "resumed"
+def test_killed_run_resumes_to_the_same_shards(tmp_path: Path, tiny: Path, s3_server, monkeypatch) -> None:
+    """From videos in a bucket to shards in a bucket (no local copy): a run killed midway and rerun
+    redoes no finished shard and ends with exactly the shards of an uninterrupted run; no object is
+    ever a partial shard; a rerun of a finished preparation writes nothing (versioned bucket)."""
+    env = {**s3_server["env"], "AWS_EC2_METADATA_DISABLED": "true"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    client, endpoint, bucket = s3_server["client"], s3_server["endpoint"], "prepare-resume"
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    videos = FsPath.of(f"s3://{bucket}/videos/dfdc", endpoint)
+    pafs.copy_files(str(tiny / "dfdc"), videos.path, destination_filesystem=videos.fs)
+    root, out, clean = str(videos), f"s3://{bucket}/shards/resumed", f"s3://{bucket}/shards/uninterrupted"
+    local_before = _local_media(tmp_path, REPO / "data")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(_prepare_cmd(root, out), cwd=REPO, env=env, start_new_session=True,
+    proc = subprocess.Popen(_prepare_cmd(root, out, endpoint), cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def keys(prefix: str) -> dict[str, int]:
+        """{key: number of versions written} under ``prefix``."""
+        found: dict[str, int] = {}
+        for v in client.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", []):
+            found[v["Key"]] = found.get(v["Key"], 0) + 1
+        return found
+
     deadline = time.time() + 300
-    while not list(out.glob("*.parquet")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    while not any(k.endswith(".parquet") for k in keys("shards/resumed/")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     _wait_session_gone(proc.pid)
 
-    planned = plan_shards(read_manifest("dfdc", root, parts_per_chunk=1), "dfdc", 1)
-    first = list_complete_shards(out)
+    planned = plan_shards(read_manifest("dfdc", root, endpoint, parts_per_chunk=1), "dfdc", 1)
+    first = list_complete_shards(out, endpoint=endpoint)
     assert 1 <= len(first) < len(planned), "the run should have been killed midway"
     for p in first:  # every .parquet present is complete
-        pq.read_metadata(p)
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first}
-    assert not (out / "summary.json").exists()
+        pq.read_metadata(p.path, filesystem=p.fs)
+    assert "shards/resumed/summary.json" not in keys("shards/resumed/")
 
-    done = subprocess.run(_prepare_cmd(root, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_prepare_cmd(root, out, endpoint), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"{len(before)} reused" in done.stdout
-    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in list_complete_shards(out)}
-    assert {k: after[k] for k in before} == before  # no finished shard redone
-    assert not list(out.glob("*.tmp"))
+    assert f"{len(first)} reused" in done.stdout
+    written = keys("shards/resumed/")
+    assert all(n == 1 for n in written.values()), written  # no finished shard redone, nothing written twice
 
-    clean = tmp_path / "uninterrupted"
-    done = subprocess.run(_prepare_cmd(root, clean), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(_prepare_cmd(root, out, endpoint), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and f"0 shard(s) written, {len(planned)} reused" in rerun.stdout, rerun.stderr[-2000:]
+    assert keys("shards/resumed/") == written  # a rerun writes nothing
+
+    done = subprocess.run(_prepare_cmd(root, clean, endpoint), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    names = sorted(after)
-    assert names == sorted(p.name for p in list_complete_shards(clean)) == sorted(p.name for p in planned)
-    for name in names:
-        assert _table(out / name).equals(_table(clean / name)), name
-        assert shard_metadata(out / name) == shard_metadata(clean / name)
-    s1 = json.loads((out / "summary.json").read_text())
-    s2 = json.loads((clean / "summary.json").read_text())
+    resumed, uninterrupted = list_complete_shards(out, endpoint=endpoint), list_complete_shards(clean, endpoint=endpoint)
+    names = sorted(p.name for p in resumed)
+    assert names == sorted(p.name for p in uninterrupted) == sorted(p.name for p in planned)
+    for a, b in zip(resumed, uninterrupted):
+        assert _table(a).equals(_table(b)), a.name
+        assert shard_metadata(a) == shard_metadata(b)
+    s1 = json.loads((FsPath.of(out, endpoint) / "summary.json").read_text())
+    s2 = json.loads((FsPath.of(clean, endpoint) / "summary.json").read_text())
     assert {k: v for k, v in s1.items() if k != "out"} == {k: v for k, v in s2.items() if k != "out"}
+    assert s1["root"] == root and all(r.path.startswith(root + "/") for p in planned for r in p.rows)
+    assert _local_media(tmp_path, REPO / "data") == local_before  # no local copy of the videos or the shards
 
 
 # --------------------------------------------------------------------------- learnability
