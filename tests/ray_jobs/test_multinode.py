@@ -58,7 +58,13 @@ def second_node(ray_head):
 
 
 def _epochs_on(run_dir, node: str) -> bool:
-    """Whether a checkpoint of ``run_dir`` has an epoch trained on ``node``."""
+    """Whether a checkpoint of ``run_dir`` has an epoch trained on ``node`` and Ray Train has
+    registered a checkpoint of the run (only registered ones are restored after a failure)."""
+    try:
+        if not json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text()).get("latest_checkpoint_result"):
+            return False
+    except (OSError, json.JSONDecodeError):  # not written yet, or being rewritten
+        return False
     for meta in run_dir.glob("checkpoint_*/meta.json"):
         try:
             history = json.loads(meta.read_text()).get("history", [])
@@ -71,7 +77,7 @@ def _epochs_on(run_dir, node: str) -> bool:
 
 def test_trainers_spread_over_two_nodes_and_survive_losing_one(ray_head, second_node, tmp_path):
     raylet_pid, node2 = second_node
-    epochs = 8
+    epochs = 6
     # 1.5 CPUs per worker: one trainer per 2-CPU node, so the two specialists' trainers spread
     config = make_config(tmp_path, "twonode", ["cm", "rr"], stages=["ffpp", "celebdf"], cpus_per_worker=1.5,
                          data_cpus=0.1, stage_overrides={"ffpp": {"epochs": epochs, "lr": 3.0e-3}})

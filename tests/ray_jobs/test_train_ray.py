@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -74,96 +75,63 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_job_submit_trains_every_specialist_through_the_chain(ray_head, tmp_path):
-    config = make_config(tmp_path, "submitted", ["av", "tm"])
+def _s3_json(client, bucket: str, key: str) -> dict:
+    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_job_submit_trains_every_stage_from_and_into_the_bucket(ray_head, s3_server, tmp_path, monkeypatch):
+    """``ray job submit`` of the train job with shards and storage in the bucket, nothing local:
+    two specialists through the whole chain (DFDC in chunks) stream their shards from the bucket
+    (Ray Data and the workers' test scoring read the objects) and store their runs there; then
+    evaluate scores the bucket's shards with the bucket's checkpoints. The Ray head got the
+    credentials at ``ray start`` (conftest); the jobs carry only the endpoint."""
+    for k, v in {**s3_server["env"], "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(k, v)  # for this process' evaluate (a client of the bucket like the nodes)
+    bucket, endpoint, client = s3_server["bucket"], s3_server["endpoint"], s3_server["client"]
+    config = make_config(tmp_path, "submitted", ["av", "tm"], shards_at=f"s3://{bucket}/shards", endpoint=endpoint,
+                         storage_path=f"s3://{bucket}/runs", s3_endpoint=endpoint,
+                         stage_overrides={"ffpp": {"epochs": 1}})
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_head["dashboard"],
            "--working-dir", ".", "--", "python", "-m", "ray_jobs.train", "--config", str(config)]
     out = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in (out.stdout + out.stderr).lower()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="runs/submitted/")["Contents"]}
     for key in ("av", "tm"):
         for stage in STAGES:
-            d = final_dir(tmp_path, "submitted", key, stage)
-            assert (d / "COMPLETE.json").is_file() and (d / "checkpoint.pt").is_file(), d
-            payload = torch.load(d / "checkpoint.pt", weights_only=True)
+            for f in ("checkpoint.pt", "meta.json", "COMPLETE.json"):
+                assert f"runs/submitted/final/{key}-{stage}/{f}" in keys
+            blob = client.get_object(Bucket=bucket, Key=f"runs/submitted/final/{key}-{stage}/checkpoint.pt")["Body"].read()
+            payload = torch.load(io.BytesIO(blob), weights_only=True)
             assert payload["specialist"] == key and payload["stage"] == stage
-        celebdf = json.loads((final_dir(tmp_path, "submitted", key, "celebdf") / "meta.json").read_text())
-        assert celebdf["extra"]["init_from"] == str(final_dir(tmp_path, "submitted", key, "ffpp"))
-        dfdc = json.loads((final_dir(tmp_path, "submitted", key, "dfdc") / "COMPLETE.json").read_text())
+        assert any(k.startswith(f"runs/submitted/{key}-ffpp/checkpoint_") for k in keys)
+        celebdf = _s3_json(client, bucket, f"runs/submitted/final/{key}-celebdf/meta.json")
+        assert celebdf["extra"]["init_from"] == f"s3://{bucket}/runs/submitted/final/{key}-ffpp"
+        dfdc = _s3_json(client, bucket, f"runs/submitted/final/{key}-dfdc/COMPLETE.json")
         assert [h["chunk"] for h in dfdc["history"]] == [0, 1]
         assert 0.0 <= dfdc["test_auc"] <= 1.0 and 0.0 <= dfdc["test_video_auc"] <= 1.0
         # the test split was scored with the exported (best-by-validation) weights, by the workers
         assert dfdc["test_scored_epoch"] == dfdc["selected_epoch"]
-        assert (tmp_path / "runs" / "submitted" / f"{key}-dfdc" / "test_scores.json").is_file()
-    reports = tmp_path / "runs" / "submitted" / "reports"
-    assert (reports / "train_report.md").is_file() and (reports / "val_auc_curves.png").is_file()
-
-
-def test_s3_storage_chains_stages_through_the_bucket(ray_head, s3_server, tmp_path, monkeypatch):
-    """Shards and storage in the bucket, nothing local: train (two specialists, ffpp -> celebdf)
-    streams its shards from the bucket (Ray Data and the workers' test scoring read the objects),
-    stores its runs there, and evaluate scores the bucket's shards with the bucket's checkpoints.
-    The Ray head got the credentials at ``ray start`` (conftest); the jobs pass only the endpoint."""
-    for k, v in {**s3_server["env"], "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(k, v)
-    bucket, endpoint, client = s3_server["bucket"], s3_server["endpoint"], s3_server["client"]
-    config = make_config(tmp_path, "s3run", ["cm", "rr"], shards_at=f"s3://{bucket}/shards", endpoint=endpoint,
-                         stages=["ffpp", "celebdf"], storage_path=f"s3://{bucket}/runs", s3_endpoint=endpoint,
-                         stage_overrides={"ffpp": {"epochs": 1}})
-    proc = subprocess.run([sys.executable, "-m", "ray_jobs.train", "--config", str(config), "--address",
-                           ray_head["gcs"]], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="runs/s3run/")["Contents"]}
-    for key in ("cm", "rr"):
-        for stage in ("ffpp", "celebdf"):
-            for f in ("checkpoint.pt", "meta.json", "COMPLETE.json"):
-                assert f"runs/s3run/final/{key}-{stage}/{f}" in keys
-        assert any(k.startswith(f"runs/s3run/{key}-ffpp/checkpoint_") for k in keys)
-        done = json.loads(client.get_object(Bucket=bucket, Key=f"runs/s3run/final/{key}-celebdf/COMPLETE.json")["Body"].read())
-        assert done["test_scored_epoch"] == done["selected_epoch"] and 0.0 <= done["test_auc"] <= 1.0
-    meta = json.loads(client.get_object(Bucket=bucket, Key="runs/s3run/final/cm-celebdf/meta.json")["Body"].read())
-    assert meta["extra"]["init_from"] == f"s3://{bucket}/runs/s3run/final/cm-ffpp"
+        assert f"runs/submitted/{key}-dfdc/test_scores.json" in keys
+    for f in ("train_report.md", "val_auc_curves.png"):
+        assert f"runs/submitted/reports/{f}" in keys
 
     out = subprocess.run([sys.executable, "-m", "ray_jobs.evaluate", "--config", str(config), "--address",
                           ray_head["gcs"]], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"report s3://{bucket}/runs/s3run/reports/evaluate-test" in out.stdout
-    metrics = json.loads(client.get_object(Bucket=bucket, Key="runs/s3run/reports/evaluate-test/metrics.json")["Body"].read())
-    assert metrics["videos"] == 32 and metrics["shard_dirs"] == [f"s3://{bucket}/shards/celebdf"]
-    assert {"cm", "rr"} <= set(metrics["models"])
+    assert f"report s3://{bucket}/runs/submitted/reports/evaluate-test" in out.stdout
+    metrics = _s3_json(client, bucket, "runs/submitted/reports/evaluate-test/metrics.json")
+    assert metrics["videos"] == 32 and metrics["shard_dirs"] == [f"s3://{bucket}/shards/dfdc"]
+    assert {"av", "tm"} <= set(metrics["models"])
     local = [p for pattern in ("*.parquet", "checkpoint.pt") for p in tmp_path.rglob(pattern)]
     assert not local, local  # no local copy of the shards or the runs
-
-
-def test_driver_side_test_scoring_matches_the_workers(ray_head, tmp_path):
-    """The fallback (the driver scores the exported checkpoint with a Ray Data job, used when a
-    restarted worker never saw the best epoch) gives the numbers the workers wrote."""
-    config = make_config(tmp_path, "scored", ["cm"], stages=["ffpp"], stage_overrides={"ffpp": {"epochs": 1}})
-    log = tmp_path / "scored.log"
-    proc = start_train(config, ray_head["gcs"], log)
-    assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
-    workers = json.loads((tmp_path / "runs" / "scored" / "cm-ffpp" / "test_scores.json").read_text())
-    assert workers["test_scored_epoch"] == 1
-    script = (
-        "import json\n"
-        "from ray_jobs.cluster import init_ray\n"
-        "from ray_jobs.config import TrainConfig\nfrom ray_jobs.plan import plan\nfrom ray_jobs.trainer import score_test\n"
-        f"cfg = TrainConfig.load({str(config)!r})\n"
-        "storage, planned = plan(cfg, skip_complete=False)\n"
-        f"init_ray({ray_head['gcs']!r})\n"
-        "print('SCORES ' + json.dumps(score_test(planned[0][1][0], cfg, storage)))\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    driver = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SCORES "))[7:])
-    for key in ("test_n", "test_video_n", "test_auc", "test_video_auc", "test_log_loss", "test_video_log_loss"):
-        assert driver[key] == pytest.approx(workers[key], abs=1e-5), key
 
 
 def test_seeded_runs_with_preserve_order_reproduce_their_numbers(ray_head, tmp_path):
     """``seed`` + ``preserve_order``: two runs train on the same batches in the same order (the
     shard/block order and each worker's local shuffle are seeded per epoch), so they give the same
-    losses, validation AUCs and test scores; unseeded shuffles made every run differ."""
+    losses, validation AUCs and test scores; unseeded shuffles made every run differ. And the
+    driver-side test scoring of the exported checkpoint matches the workers' scores."""
     histories, scores = [], []
     for name in ("repro_a", "repro_b"):
         config = make_config(tmp_path, name, ["cm"], stages=["ffpp"], preserve_order=True, seed=3,
@@ -178,6 +146,23 @@ def test_seeded_runs_with_preserve_order_reproduce_their_numbers(ray_head, tmp_p
     assert histories[0] == histories[1]
     for key in ("test_auc", "test_log_loss", "test_video_auc"):
         assert scores[0][key] == scores[1][key], key
+
+    # the fallback (the driver scores the exported checkpoint with a Ray Data job, used when a
+    # restarted worker never saw the best epoch) gives the numbers the workers wrote
+    script = (
+        "import json\n"
+        "from ray_jobs.cluster import init_ray\n"
+        "from ray_jobs.config import TrainConfig\nfrom ray_jobs.plan import plan\nfrom ray_jobs.trainer import score_test\n"
+        f"cfg = TrainConfig.load({str(config)!r})\n"
+        "storage, planned = plan(cfg, skip_complete=False)\n"
+        f"init_ray({ray_head['gcs']!r})\n"
+        "print('SCORES ' + json.dumps(score_test(planned[0][1][0], cfg, storage)))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    driver = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SCORES "))[7:])
+    for key in ("test_n", "test_video_n", "test_auc", "test_video_auc", "test_log_loss", "test_video_log_loss"):
+        assert driver[key] == pytest.approx(scores[1][key], abs=1e-5), key
 
 
 def test_killed_driver_rerun_trains_nothing_twice(ray_head, tmp_path):
