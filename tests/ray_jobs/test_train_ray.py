@@ -131,10 +131,10 @@ def test_seeded_runs_with_preserve_order_reproduce_their_numbers(ray_head, tmp_p
     """``seed`` + ``preserve_order``: two runs train on the same batches in the same order (the
     shard/block order and each worker's local shuffle are seeded per epoch), so they give the same
     losses, validation AUCs and test scores; unseeded shuffles made every run differ. And the
-    driver-side test scoring of the exported checkpoint matches the workers' scores."""
+    driver-side test scoring (``score_test``'s path) of the workers' scored epoch matches their scores."""
     histories, scores = [], []
     for name in ("repro_a", "repro_b"):
-        config = make_config(tmp_path, name, ["cm"], stages=["ffpp"], preserve_order=True, seed=3,
+        config = make_config(tmp_path, name, ["cm"], stages=["ffpp"], preserve_order=True, seed=3, keep_checkpoints=5,
                              stage_overrides={"ffpp": {"epochs": 3}})
         log = tmp_path / f"{name}.log"
         proc = start_train(config, ray_head["gcs"], log)
@@ -147,16 +147,22 @@ def test_seeded_runs_with_preserve_order_reproduce_their_numbers(ray_head, tmp_p
     for key in ("test_auc", "test_log_loss", "test_video_auc"):
         assert scores[0][key] == scores[1][key], key
 
-    # the fallback (the driver scores the exported checkpoint with a Ray Data job, used when a
-    # restarted worker never saw the best epoch) gives the numbers the workers wrote
+    # the fallback (the driver scores a checkpoint with a Ray Data job, used when a restarted worker
+    # never saw the exported epoch) gives the numbers the workers wrote for the same epoch's weights
+    # (keep_checkpoints=5: every checkpoint of the run is kept, the workers' epoch among them)
+    epoch = scores[1]["test_scored_epoch"]
+    run = tmp_path / "runs" / "repro_b" / "cm-ffpp"
+    folder = next(m.parent.name for m in run.glob("checkpoint_*/meta.json") if json.loads(m.read_text())["epoch"] == epoch)
     script = (
         "import json\n"
-        "from ray_jobs.cluster import init_ray\n"
-        "from ray_jobs.config import TrainConfig\nfrom ray_jobs.plan import plan\nfrom ray_jobs.trainer import score_test\n"
+        "from ray_jobs.cluster import init_ray\nfrom ray_jobs.config import TrainConfig\nfrom ray_jobs.plan import plan\n"
+        "from ray_jobs.scoring import score_shards\nfrom ray_jobs.worker import test_summary\n"
         f"cfg = TrainConfig.load({str(config)!r})\n"
         "storage, planned = plan(cfg, skip_complete=False)\n"
+        "job = planned[0][1][0]\n"
         f"init_ray({ray_head['gcs']!r})\n"
-        "print('SCORES ' + json.dumps(score_test(planned[0][1][0], cfg, storage)))\n")
+        f"s = score_shards(storage, {{'cm': [cfg.name, job.run_name, {folder!r}]}}, job.test_files, batch_size=64)\n"
+        "print('SCORES ' + json.dumps(test_summary(s['prob_cm'], s['label'], s['video_id'])))\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
