@@ -27,7 +27,19 @@ from ray.tune.search import Searcher
 SPECIALIST = "specialist"
 
 
-class RandomSearch(Searcher):
+class PickledSearcher(Searcher):
+    """A searcher whose whole state is its attributes: saved and restored with the experiment."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class RandomSearch(PickledSearcher):
     """Random search as a ``Searcher``: the given points first, then seeded samples of the space."""
 
     def __init__(self, points: list[dict] | None = None, seed: int | None = None):
@@ -53,16 +65,8 @@ class RandomSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-
-class SpecialistSearch(Searcher):
+class SpecialistSearch(PickledSearcher):
     """One searcher per specialist behind one ``Searcher``: round-robin suggestions tagged with
     their specialist, ``num_samples`` per specialist, results routed to the trial's own searcher."""
 
@@ -100,14 +104,6 @@ class SpecialistSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.owner:
             self.searchers[self.owner.pop(trial_id)].on_trial_complete(trial_id, result=result, error=error)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 def reported_results(trial: Any) -> list[dict]:
