@@ -1,30 +1,41 @@
-"""Video -> clip rows: the single function shared by preparation (Ray Data) and inference.
+"""Video -> clip rows: the per-video steps shared by preparation (Ray Data) and inference.
 
-:func:`extract_clips` decodes evenly spread clips of a video (:func:`.video.decode_clips`),
-finds one stable face box per clip (:func:`.faces.track_video`; a clip without a detection borrows
-the box of the nearest clip that has one), crops a square with a margin, resizes it to the stage
-size S, applies the stage filter (:func:`.filters.apply_filter`) and returns one row per clip in
-the shard schema (:func:`.shards.make_row`). An unusable video raises :class:`SkipVideo` with a
-short reason (``"missing file"``, ``"no face"``, or a :class:`.video.VideoError` reason such as
-``"empty file"``, ``"unreadable"``, ``"truncated"``, ``"decode error"``, ``"too short"``).
-Nothing here imports Ray.
+A video goes through three steps, which the preparation runs as separate Ray Data stages
+(:mod:`.prepare_stages`: decoding and cropping are CPU tasks, detection is an actor stage that
+loads its CNN once) and inference runs in sequence (:func:`extract_clips`):
+
+1. :func:`decode_video`: evenly spread clips (:func:`.video.decode_clips`) and their audio windows;
+2. :func:`detect_faces`: the detector on each clip's probe frames, all frames of the video as one
+   batch (:meth:`.faces.DownscaledDetector.detect_batch`); a video with no face on its probes is
+   searched again on every decoded frame;
+3. :func:`clip_rows`: every face (up to ``max_faces`` face tracks, :func:`.tracks.face_tracks`)
+   gets its clips: a square margin crop resized to the stage size S and the stage filter
+   (:func:`.filters.apply_filter`), one row per (face, clip) in the shard schema
+   (:func:`.shards.make_row`, with the track's ``face_index``). A fake with a known original and
+   several faces labels each face by whether it differs from the original (:mod:`.face_labels`).
+
+An unusable video raises :class:`SkipVideo` with a short reason (``"missing file"``, ``"no face"``,
+or a :class:`.video.VideoError` reason such as ``"empty file"``, ``"unreadable"``, ``"truncated"``,
+``"decode error"``, ``"too short"``). Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .audio import AudioConfig
-from .faces import FaceDetector, create_detector, crop_face, fill_missing, track_video
+from .face_labels import label_faces
+from .faces import Box, FaceDetector, create_detector, crop_face
 from .filesystems import FsPath
 from .filters import Preprocessing, apply_filter, parse_preprocessing
-from .shards import Location, make_row, write_shard
+from .shards import make_row
 from .sources.manifest import ManifestRow
-from .video import VideoError, decode_clips
+from .tracks import DEFAULT_MAX_FACES, DEFAULT_MIN_COVERAGE, face_tracks, fill_missing, probe_indices
+from .video import DecodedClips, VideoError, decode_clips
 
 #: note recorded for a video that has no audio track (it is still used, with has_audio false)
 NOTE_NO_AUDIO = "no audio track"
@@ -53,6 +64,8 @@ class ClipConfig:
         detector: face detector name (see :func:`.faces.create_detector`).
         detector_options: keyword options of the detector (e.g. ``max_side``, ``model_path``).
         probes: frames of each clip the detector runs on.
+        max_faces: face tracks kept per video (most seen first).
+        min_coverage: share of a video's clips a face must be detected in to be kept.
         audio: log-mel settings of the per-clip audio window, or ``None`` for no audio.
     """
 
@@ -65,19 +78,23 @@ class ClipConfig:
     detector: str = "haar"
     detector_options: dict[str, Any] = field(default_factory=dict)
     probes: int = 1
+    max_faces: int = DEFAULT_MAX_FACES
+    min_coverage: float = DEFAULT_MIN_COVERAGE
     audio: AudioConfig | None = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:
         self.preprocessing = parse_preprocessing(self.preprocessing)
         if isinstance(self.audio, Mapping):
             self.audio = AudioConfig(**self.audio)
-        for name in ("size", "clip_len", "clips_per_video", "stride", "probes"):
+        for name in ("size", "clip_len", "clips_per_video", "stride", "probes", "max_faces"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ClipConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.size < 8:
             raise ValueError(f"ClipConfig.size must be >= 8 px, got {self.size}")
         if self.margin < 0:
             raise ValueError(f"ClipConfig.margin must be >= 0, got {self.margin}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ValueError(f"ClipConfig.min_coverage must be in [0, 1], got {self.min_coverage}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (enum as its value); :meth:`from_dict` reads it back."""
@@ -101,46 +118,110 @@ class ClipConfig:
 
 @dataclass
 class ClipResult:
-    """What :func:`extract_clips_with_notes` returns: the rows and notes about the video."""
+    """What :func:`clip_rows` returns: the rows, notes about the video, and its face count."""
 
     rows: list[dict[str, Any]]
     notes: list[str]
+    faces: int = 1
+
+
+def decode_video(row: ManifestRow, cfg: ClipConfig, endpoint: str | None = None) -> DecodedClips:
+    """Step 1: the clips of ``row``'s video (``row.path`` may be an ``s3://`` URI; ``endpoint``: a
+    custom S3 endpoint): raises :class:`SkipVideo` with the :class:`.video.VideoError` reason."""
+    try:
+        return decode_clips(FsPath.of(row.path, endpoint), cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
+    except VideoError as exc:
+        raise SkipVideo(exc.reason, exc.detail) from None
+
+
+def probe_frames(decoded: DecodedClips, probes: int) -> list[tuple[int, int]]:
+    """``(clip, frame within clip)`` of every probe frame of a video's clips."""
+    return [(c, i) for c, frames in enumerate(decoded.frames) for i in probe_indices(len(frames), probes)]
+
+
+def detect_faces(decoded: DecodedClips, detector: FaceDetector, probes: int = 1) -> list[list[list[Box]]]:
+    """Step 2: per clip, per probe frame, the detected boxes (frame pixels). When no probe shows a
+    face, every decoded frame is searched (one batch) before giving up."""
+    where = probe_frames(decoded, probes)
+    found = _detect(detector, [decoded.frames[c][i] for c, i in where])
+    if not any(found):
+        where = [(c, i) for c, frames in enumerate(decoded.frames) for i in range(len(frames))]
+        found = _detect(detector, [decoded.frames[c][i] for c, i in where])
+    per_clip: list[list[list[Box]]] = [[] for _ in decoded.frames]
+    for (c, _), boxes in zip(where, found):
+        per_clip[c].append(boxes)
+    _search_near_tracks(decoded, detector, probes, per_clip)
+    return per_clip
+
+
+def _search_near_tracks(decoded: DecodedClips, detector: FaceDetector, probes: int,
+                        per_clip: list[list[list[Box]]]) -> None:
+    """Where a face seen in other clips was missed, search the clip's probes again near the face's
+    nearest box (:meth:`.faces.DownscaledDetector.detect_near`: a region rescaled to a small face,
+    which finds dark or small faces a full-frame search misses); adds what it finds to ``per_clip``."""
+    near = getattr(detector, "detect_near", None)
+    if near is None:
+        return
+    for track in face_tracks(per_clip, max_faces=len(per_clip) * 4, min_coverage=0.0, fill=False):
+        seen = [c for c, b in enumerate(track) if b is not None]
+        for c, box in enumerate(track):
+            if box is None:
+                ref = track[min(seen, key=lambda s: (abs(s - c), s))]
+                assert ref is not None
+                frames = decoded.frames[c]
+                for j, i in enumerate(probe_indices(len(frames), probes)):
+                    per_clip[c][j] = per_clip[c][j] + near(frames[i], ref)
+
+
+def _detect(detector: FaceDetector, frames: list[np.ndarray]) -> list[list[Box]]:
+    batch = getattr(detector, "detect_batch", None)
+    return batch(frames) if batch is not None else [detector.detect(f) for f in frames]
+
+
+def clip_rows(row: ManifestRow, decoded: DecodedClips, detections: list[list[list[Box]]], cfg: ClipConfig,
+              endpoint: str | None = None) -> ClipResult:
+    """Step 3: one row per (face track, clip): crops, stage filter, per-face label.
+
+    Raises :class:`SkipVideo` (``"no face"``) when no face track is found.
+    """
+    tracks = face_tracks(detections, cfg.max_faces, cfg.min_coverage, fill=False)
+    if not tracks:
+        raise SkipVideo("no face", f"no face in {len(decoded.frames)} clip(s)")
+    notes: list[str] = []
+    if cfg.audio is not None and not decoded.info.has_audio:
+        notes.append(NOTE_NO_AUDIO)
+    borrowed = sum(b is None for t in tracks for b in t)
+    if borrowed:
+        notes.append(f"{borrowed} of {len(tracks) * len(decoded.frames)} face clip(s) without a detection "
+                     "used the face's nearest clip's box")
+    filled = [[b for b in fill_missing(t) if b is not None] for t in tracks]
+    labels, note = label_faces(row, decoded, filled, endpoint)
+    if note:
+        notes.append(note)
+    manifest = row.to_dict()
+    rows = []
+    for face, (boxes, label) in enumerate(zip(filled, labels)):
+        for k, (frames, box) in enumerate(zip(decoded.frames, boxes)):
+            crops, crop_box = crop_face(frames, box, cfg.size, cfg.margin)
+            crops = apply_filter(crops, cfg.preprocessing)
+            audio = decoded.audio[k] if decoded.audio is not None else None
+            rows.append(make_row({**manifest, "label": label}, k, crops, audio, crop_box, cfg.preprocessing.value,
+                                 face_index=face))
+    return ClipResult(rows, notes, len(tracks))
 
 
 def extract_clips_with_notes(
     row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | None = None, endpoint: str | None = None
 ) -> ClipResult:
-    """Like :func:`extract_clips`, also returning notes (``"no audio track"``, clips whose face
-    box was borrowed from a neighbouring clip) for the preparation report. ``row.path`` may be an
-    ``s3://`` URI (``endpoint``: a custom S3 endpoint): the video is decoded from the object."""
+    """The three steps in sequence (inference, benchmarks): rows, notes and face count of the
+    video of ``row`` (``row.path`` may be an ``s3://`` URI)."""
     detector = detector or cfg.make_detector()
-    try:
-        decoded = decode_clips(FsPath.of(row.path, endpoint), cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
-    except VideoError as exc:
-        raise SkipVideo(exc.reason, exc.detail) from None
-    found = track_video(decoded.frames, detector, cfg.probes, fill=False)
-    boxes = fill_missing(found)
-    if all(b is None for b in boxes):
-        raise SkipVideo("no face", f"no face in {len(boxes)} clip(s)")
-    notes: list[str] = []
-    if cfg.audio is not None and not decoded.info.has_audio:
-        notes.append(NOTE_NO_AUDIO)
-    borrowed = sum(b is None for b in found)
-    if borrowed:
-        notes.append(f"{borrowed} of {len(found)} clip(s) without a detected face used the nearest clip's box")
-    manifest = row.to_dict()
-    rows = []
-    for k, (frames, box) in enumerate(zip(decoded.frames, boxes)):
-        assert box is not None
-        crops, crop_box = crop_face(frames, box, cfg.size, cfg.margin)
-        crops = apply_filter(crops, cfg.preprocessing)
-        audio = decoded.audio[k] if decoded.audio is not None else None
-        rows.append(make_row(manifest, k, crops, audio, crop_box, cfg.preprocessing.value))
-    return ClipResult(rows, notes)
+    decoded = decode_video(row, cfg, endpoint)
+    return clip_rows(row, decoded, detect_faces(decoded, detector, cfg.probes), cfg, endpoint)
 
 
 def extract_clips(row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | None = None) -> list[dict[str, Any]]:
-    """Clip rows (shard schema, one per clip) of the video of ``row``.
+    """Clip rows (shard schema, one per face and clip) of the video of ``row``.
 
     Args:
         row: the video's manifest row (for inference, any row with the video's ``path``).
@@ -151,83 +232,3 @@ def extract_clips(row: ManifestRow, cfg: ClipConfig, detector: FaceDetector | No
         SkipVideo: the video gives no clip (missing, unreadable, too short, no face).
     """
     return extract_clips_with_notes(row, cfg, detector).rows
-
-
-# --------------------------------------------------------------------------- one shard (a Ray Data task)
-
-_DETECTORS: dict[str, FaceDetector] = {}
-
-
-def cached_detector(cfg: ClipConfig) -> FaceDetector:
-    """The calling process's detector for ``cfg`` (built once per process and settings)."""
-    key = json.dumps([cfg.detector, cfg.detector_options], sort_keys=True, default=str)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = cfg.make_detector()
-    return _DETECTORS[key]
-
-
-def video_status(
-    row: ManifestRow, status: str, clips: int = 0, reason: str = "", detail: str = "", notes: Iterable[str] = ()
-) -> dict[str, Any]:
-    """The per-video status record of a preparation run (stored in the shard's metadata)."""
-    return {
-        "video_id": row.video_id,
-        "path": row.path,
-        "split": row.split,
-        "chunk": row.chunk,
-        "label": row.label,
-        "method": row.method,
-        "status": status,
-        "clips": clips,
-        "reason": reason,
-        "detail": detail,
-        "notes": "; ".join(notes),
-    }
-
-
-def process_shard(
-    name: str, rows: list[ManifestRow], out_dir: Location, cfg: ClipConfig, metadata: Mapping[str, Any] | None = None,
-    endpoint: str | None = None,
-) -> list[dict[str, Any]]:
-    """Make one shard: the clips of every video of ``rows``, written atomically as ``out_dir/name``
-    (a local folder or an ``s3://`` prefix; ``endpoint``: a custom S3 endpoint, for videos too).
-
-    Returns one status per video, also stored in the shard's metadata (``status``) next to
-    ``metadata``. A video that cannot be used gets a ``skipped`` status with its reason; an
-    unexpected error on one video is reported the same way (reason ``"error"``) and does not
-    stop the others. The shard is written even when every video was skipped (zero rows), so a
-    rerun knows the batch is done.
-    """
-    import cv2
-
-    cv2.setNumThreads(1)
-    detector = cached_detector(cfg)
-    clip_rows: list[dict[str, Any]] = []
-    statuses = []
-    for row in rows:
-        try:
-            result = extract_clips_with_notes(row, cfg, detector, endpoint)
-        except SkipVideo as exc:
-            statuses.append(video_status(row, "skipped", reason=exc.reason, detail=exc.detail))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-            text = str(exc).strip()
-            detail = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-            statuses.append(video_status(row, "skipped", reason="error", detail=detail))
-            continue
-        clip_rows += result.rows
-        statuses.append(video_status(row, "ok", clips=len(result.rows), notes=result.notes))
-    write_shard(FsPath.of(out_dir, endpoint) / name, clip_rows, {**(metadata or {}), "status": statuses})
-    return statuses
-
-
-def shard_task(item: Mapping[str, Any], out_dir: str, clip: Mapping[str, Any], fingerprint: str,
-               endpoint: str | None = None) -> list[dict[str, Any]]:
-    """Ray Data ``flat_map`` function of the preparation job: one batch -> per-video status rows.
-
-    ``item`` is ``{"shard": file name, "videos": JSON list of manifest rows}``. It lives here,
-    not in ``ray_jobs.sharding``, so Ray workers import only this light module (no torch).
-    """
-    rows = [ManifestRow.from_dict(r) for r in json.loads(item["videos"])]
-    statuses = process_shard(item["shard"], rows, out_dir, ClipConfig.from_dict(clip), {"config": fingerprint}, endpoint)
-    return [{**s, "shard": item["shard"], "shard_videos": len(rows)} for s in statuses]

@@ -1,4 +1,4 @@
-"""Face detection behind one interface, a stable box per clip, and the margin crop.
+"""Face detection behind one interface, and the margin crop.
 
 * :class:`FaceDetector` is the protocol: ``detect(frame_rgb) -> list[Box]`` (boxes in the
   frame's pixels, with a score). Detectors run on a DOWNSCALED copy of the frame (longest side
@@ -13,14 +13,8 @@
     importable (install it with ``--no-deps``).
 
   :func:`register_detector` adds more; :func:`create_detector` builds one by name.
-* :func:`clip_box` gives ONE box per clip: it detects on a few frames of the clip, clusters the
-  detections across those frames, keeps the face seen most often (then the largest, then the most
-  confident) and takes the per-coordinate median of its detections, so the box is stable over
-  the clip's T frames and one-frame false positives are ignored. :func:`fill_missing` lends a
-  clip without a detection the box of the nearest clip (in time) that has one.
-* :func:`track_video` does the same for all clips of a video, tracking by detection: after the
-  first face, detectors search only a small region around the last box
-  (:meth:`DownscaledDetector.detect_near`), which makes detection several times cheaper.
+* :meth:`DownscaledDetector.detect_batch` detects on many frames at once (MTCNN runs them as
+  one batch); following faces over a video's clips is :mod:`.tracks`.
 * :func:`crop_face` cuts a square around the box with a margin (a fraction of the box size added
   on each side), shifted to stay inside the frame when it fits and zero-padded when it does not,
   and resizes it to the stage size with ``cv2.INTER_AREA``.
@@ -160,6 +154,10 @@ class DownscaledDetector:
         """Faces in an already small frame; ``size_range`` (min, max face side in px) is a hint a
         detector may use to search fewer scales."""
         raise NotImplementedError
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        """:meth:`detect` on each frame (a CNN detector overrides this to run them as one batch)."""
+        return [self.detect(f) for f in frames]
 
 
 # --------------------------------------------------------------------------- registry
@@ -314,116 +312,29 @@ class MTCNNDetector(DownscaledDetector):
         self.model = MTCNN(keep_all=True, device=device, post_process=False)
         self.threshold = threshold
 
-    def detect_small(self, frame_rgb: np.ndarray, size_range: tuple[int, int] | None = None) -> list[Box]:
-        boxes, probs = self.model.detect(frame_rgb)
+    def _boxes(self, boxes: Any, probs: Any) -> list[Box]:
         if boxes is None:
             return []
         return [Box(*map(float, b), float(p)) for b, p in zip(boxes, probs) if p is not None and p >= self.threshold]
 
+    def detect_small(self, frame_rgb: np.ndarray, size_range: tuple[int, int] | None = None) -> list[Box]:
+        boxes, probs = self.model.detect(frame_rgb)
+        return self._boxes(boxes, probs)
 
-# --------------------------------------------------------------------------- clip-level box
-
-
-def probe_indices(num_frames: int, probes: int) -> list[int]:
-    """``probes`` frame indices spread evenly over a clip of ``num_frames`` (ends included)."""
-    if num_frames <= 0:
-        return []
-    probes = max(1, min(probes, num_frames))
-    if probes == 1:
-        return [num_frames // 2]
-    return sorted({round(i * (num_frames - 1) / (probes - 1)) for i in range(probes)})
-
-
-def _median_box(boxes: Sequence[Box]) -> Box:
-    arr = np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=np.float64)
-    med = np.median(arr, axis=0)
-    return Box(*(float(v) for v in med), score=float(np.mean([b.score for b in boxes])))
-
-
-def consensus_box(detections: Sequence[Sequence[Box]], min_iou: float = 0.3) -> Box | None:
-    """One box from per-frame detections: cluster boxes across frames by IoU, keep the cluster
-    seen in the most frames (ties: larger, then more confident) and return the per-coordinate
-    median of its boxes."""
-    clusters: list[list[Box]] = []
-    frames_of: list[set[int]] = []
-    for f, boxes in enumerate(detections):
-        for box in boxes:
-            best, best_iou = None, min_iou
-            for k, members in enumerate(clusters):
-                iou = box.iou(_median_box(members))
-                if iou >= best_iou:
-                    best, best_iou = k, iou
-            if best is None:
-                clusters.append([box])
-                frames_of.append({f})
-            else:
-                clusters[best].append(box)
-                frames_of[best].add(f)
-    if not clusters:
-        return None
-    k = max(
-        range(len(clusters)),
-        key=lambda i: (len(frames_of[i]), np.median([b.area for b in clusters[i]]), max(b.score for b in clusters[i])),
-    )
-    return _median_box(clusters[k])
-
-
-def clip_box(frames: np.ndarray, detector: FaceDetector, probes: int = 3) -> Box | None:
-    """One stable face box for a clip ``(T, H, W, 3)``, or ``None`` when no face is found.
-
-    Detects on ``probes`` evenly spread frames; when none of them shows a face, tries the
-    clip's other frames before giving up.
-    """
-    frames = np.asarray(frames)
-    first = probe_indices(len(frames), probes)
-    detections = [detector.detect(frames[i]) for i in first]
-    if not any(detections):
-        detections = [detector.detect(frames[i]) for i in range(len(frames)) if i not in first]
-    return consensus_box(detections)
-
-
-def fill_missing(boxes: Sequence[Box | None]) -> list[Box | None]:
-    """Give each ``None`` the box of the nearest clip (by index, earlier first on ties) that has
-    one; all ``None`` stays all ``None``."""
-    have = [i for i, b in enumerate(boxes) if b is not None]
-    if not have:
-        return list(boxes)
-    return [b if b is not None else boxes[min(have, key=lambda j: (abs(j - i), j))] for i, b in enumerate(boxes)]
-
-
-def track_video(
-    clips: Sequence[np.ndarray], detector: FaceDetector, probes: int = 1, fill: bool = True
-) -> list[Box | None]:
-    """One stable box per clip for the clips of ONE video, in time order (tracking by detection).
-
-    Once a face has been found, each clip's ``probes`` frames are searched only near the last box
-    (:meth:`DownscaledDetector.detect_near`, several times cheaper than a full-frame search). A
-    full-frame :meth:`~FaceDetector.detect` runs only where that finds nothing in the whole clip:
-    on the probes until a first face is found (then on every frame of the clip), on the middle
-    probe once the face was lost, and always for a detector without ``detect_near``. The probes' detections give the clip's box
-    by :func:`consensus_box`; a clip with no detection borrows the box of the nearest clip that
-    has one (:func:`fill_missing`; ``fill=False`` leaves those ``None``). All ``None`` means no
-    face in the video.
-    """
-    near_search = getattr(detector, "detect_near", None)
-    last: Box | None = None
-    found: list[Box | None] = []
-    for frames in clips:
-        frames = np.asarray(frames)
-        idx = probe_indices(len(frames), probes)
-        detections: list[list[Box]] = []
-        if last is not None and near_search is not None:
-            detections = [near_search(frames[i], last) for i in idx]
-        if not any(detections):  # first clip, or the face was lost: full search (one probe when tracking)
-            full = idx if last is None else [idx[len(idx) // 2]]
-            detections = [detector.detect(frames[i]) for i in full]
-        if not any(detections) and last is None:
-            detections = [detector.detect(frames[i]) for i in range(len(frames)) if i not in idx]
-        box = consensus_box(detections)
-        if box is not None:
-            last = box
-        found.append(box)
-    return fill_missing(found) if fill else found
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        """All frames through MTCNN as batches: one per picture size (its pyramid stages then run
+        on a stack of images, which is what makes a GPU worth it)."""
+        small = [downscale(np.ascontiguousarray(f), self.max_side) for f in frames]
+        out: list[list[Box]] = [[] for _ in frames]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (img, _) in enumerate(small):
+            by_shape.setdefault(img.shape, []).append(i)
+        for idx in by_shape.values():
+            boxes, probs = self.model.detect(np.stack([small[i][0] for i in idx]))
+            for i, b, p in zip(idx, boxes, probs):
+                found = [box.scaled(1.0 / small[i][1]) for box in self._boxes(b, p)]
+                out[i] = sorted(found, key=lambda b: (b.score, b.area), reverse=True)
+        return out
 
 
 # --------------------------------------------------------------------------- margin crop

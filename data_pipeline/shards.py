@@ -8,12 +8,14 @@ column         arrow type        meaning
 video_id       string            manifest fields, copied from the video's manifest row
 path           string
 dataset        string
-label          int64             0 real, 1 fake
+label          int64             0 real, 1 fake: the FACE's label (a video is fake if any face is)
 method         string
 group          string
 split          string
 chunk          int32
+original       string            a fake's original video where known, else ""
 clip_index     int32             index of the clip within its video
+face_index     int32             the face track (0: the face seen in most clips)
 frames         binary            uint8 RGB ``(T, S, S, 3)``, C order
 num_frames     int32             T
 size           int32             S
@@ -72,8 +74,9 @@ SCHEMA = pa.schema(
             # the video's manifest fields
             ("video_id", pa.string()), ("path", pa.string()), ("dataset", pa.string()), ("label", pa.int64()),
             ("method", pa.string()), ("group", pa.string()), ("split", pa.string()), ("chunk", pa.int32()),
+            ("original", pa.string()),
             # the clip: frames, audio, crop box, stage filter
-            ("clip_index", pa.int32()), ("frames", pa.binary()), ("num_frames", pa.int32()), ("size", pa.int32()),
+            ("clip_index", pa.int32()), ("face_index", pa.int32()), ("frames", pa.binary()), ("num_frames", pa.int32()), ("size", pa.int32()),
             ("audio", pa.binary()), ("audio_shape", pa.list_(pa.int32())), ("has_audio", pa.bool_()),
             ("face_box", pa.list_(pa.float32())), ("preprocessing", pa.string()),
         ]
@@ -103,6 +106,7 @@ def make_row(
     audio: np.ndarray | None,
     face_box: Sequence[float],
     preprocessing: str,
+    face_index: int = 0,
 ) -> dict[str, Any]:
     """One clip row per :data:`SCHEMA` from the video's manifest fields and the clip's arrays.
 
@@ -113,6 +117,7 @@ def make_row(
         audio: float32 ``(n_mels, n_steps)`` log-mel window, or ``None``.
         face_box: ``[x0, y0, x1, y1]`` of the crop in source-frame pixels.
         preprocessing: the stage filter that was applied.
+        face_index: the face track the crops follow (0: the face seen in most clips).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
@@ -120,6 +125,7 @@ def make_row(
     row = {k: manifest[k] for k in MANIFEST_FIELDS}
     row.update(
         clip_index=int(clip_index),
+        face_index=int(face_index),
         frames=np.ascontiguousarray(frames).tobytes(),
         num_frames=int(frames.shape[0]),
         size=int(frames.shape[1]),

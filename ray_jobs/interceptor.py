@@ -127,16 +127,32 @@ class Interceptor:
                 out[key] = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
         return out
 
+    def score_faces(self, rows: Sequence[dict], probs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Per face track: its index, clips, median crop box, ensemble probability and per-specialist
+        probabilities (the video's probability is the maximum over its faces)."""
+        faces = np.asarray([r["face_index"] for r in rows])
+        out = []
+        for face in sorted(set(faces.tolist())):
+            mine = faces == face
+            prob, per = self.ensemble.score_clips({k: v[mine] for k, v in probs.items()})
+            box = np.median(np.asarray([r["face_box"] for r, m in zip(rows, mine) if m], dtype=np.float64), axis=0)
+            out.append({"face_index": int(face), "prob_fake": prob, "clips": int(mine.sum()),
+                        "box": [round(float(v), 1) for v in box], "specialists": {k: round(v, 6) for k, v in per.items()}})
+        return out
+
     def predict(self, path: str | Path) -> dict[str, Any]:
-        """The JSON-ready result for one video; never raises for a bad video."""
+        """The JSON-ready result for one video (``faces``: one entry per face track, the video's
+        probability is the maximum); never raises for a bad video."""
         start = time.perf_counter()
         result: dict[str, Any] = {"path": str(path), "prob_fake": UNSCORED_PROB, "verdict": "unscored",
                                   "specialists": {}, "clips": 0, "face_found": False, "reason": None, "detail": None}
         try:
             rows = self.extract(path)
-            prob, per = self.ensemble.score_clips(self.clip_probs(rows))
-            result.update(prob_fake=prob, verdict="fake" if prob >= 0.5 else "real",
-                          specialists={k: round(v, 6) for k, v in per.items()}, clips=len(rows), face_found=True)
+            probs = self.clip_probs(rows)
+            faces = self.score_faces(rows, probs)
+            top = max(faces, key=lambda f: f["prob_fake"])
+            result.update(prob_fake=top["prob_fake"], verdict="fake" if top["prob_fake"] >= 0.5 else "real",
+                          specialists=top["specialists"], clips=len(rows), face_found=True, faces=faces)
         except SkipVideo as e:
             result.update(reason=e.reason, detail=e.detail or None)
         except Exception as e:  # noqa: BLE001 - one bad video must not stop the others

@@ -8,18 +8,21 @@ The Interceptor is the ensemble fitted by ``interceptor evaluate`` and saved at
 their weights, temperature, bias, aggregation, and the clip settings the shards were prepared
 with. For every video:
 
-1. decode its evenly spread clips and detect the face ONCE (:func:`data_pipeline.clips.extract_clips`
-   with the plain ``resize`` crop);
+1. decode its evenly spread clips and detect its faces ONCE (:func:`data_pipeline.clips.extract_clips`
+   with the plain ``resize`` crop): every face (up to ``max_faces``) gets its clips;
 2. apply each *distinct* stage filter that the checkpoints were trained with (their recipe's
    ``preprocessing``: ``resize``, ``clahe``, ``clahe_bilateral``) to those crops once;
 3. score the clips with every specialist on its own filter's crops;
-4. aggregate clips to one probability per specialist, combine with the fitted weights, calibrate,
-   clip (:class:`specialists.ensemble.Ensemble`).
+4. per face: aggregate its clips to one probability per specialist, combine with the fitted weights,
+   calibrate, clip (:class:`specialists.ensemble.Ensemble`); the video's probability is the maximum
+   over its faces (any fake face makes a fake video), and its ``specialists`` are that face's.
 
 One JSON object per video is printed (JSON Lines) as soon as it is scored::
 
     {"path": ".../v.mp4", "prob_fake": 0.93, "verdict": "fake", "specialists": {"cm": 0.97, ...},
-     "clips": 8, "face_found": true, "reason": null, "detail": null, "seconds": 0.41}
+     "clips": 16, "face_found": true, "reason": null, "detail": null, "seconds": 0.41,
+     "faces": [{"face_index": 0, "prob_fake": 0.93, "clips": 8, "box": [x0, y0, x1, y1], "specialists": {...}},
+               {"face_index": 1, "prob_fake": 0.08, ...}]}
 
 A video that gives no usable clip (no face, unreadable, truncated, too short) is not an error: it
 gets ``prob_fake`` 0.5, ``verdict`` ``"unscored"`` and the reason (as the DFDC winner scored

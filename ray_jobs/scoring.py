@@ -24,7 +24,7 @@ from ray_jobs.checkpoints import load_checkpoint, model_from_checkpoint
 from ray_jobs.datasets import configure_ray_data, parquet_source
 from ray_jobs.storage import Storage, fetch_checkpoint_dir, remove_local_copy
 
-PASS_THROUGH = ("video_id", "dataset", "label", "method", "group", "split", "chunk", "clip_index")
+PASS_THROUGH = ("video_id", "dataset", "label", "method", "group", "split", "chunk", "clip_index", "face_index")
 
 
 def derive_preprocessing(frames: np.ndarray, have: str | Preprocessing, want: str | Preprocessing) -> np.ndarray | None:

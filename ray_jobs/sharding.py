@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from data_pipeline.clips import ClipConfig, shard_task
+from data_pipeline.clips import ClipConfig
 from data_pipeline.filesystems import FsPath, check_location, map_files
 from data_pipeline.filters import Preprocessing
+from data_pipeline.prepare_stages import DetectStage, ShardWriter, crop_stage, decode_stage
 from data_pipeline.shards import list_complete_shards, remove_partial, shard_metadata, shard_name
 from data_pipeline.sources import Dataset, ManifestRow, read_manifest
 from data_pipeline.video import AudioConfig
@@ -82,6 +83,18 @@ class PrepareConfig:
     """Options of the face detector (e.g. ``max_side``)."""
     probes: int = 1
     """Frames per clip the detector runs on."""
+    max_faces: int = 3
+    """Face tracks kept per video (DFDC videos show up to three people; each face gets its clips)."""
+    min_coverage: float = 0.3
+    """Share of a video's clips a face must be detected in to be kept (drops one-off false detections)."""
+    detector_actors: int | None = None
+    """Face-detector actors (``None``: one per GPU on a GPU cluster, else one)."""
+    detector_gpus: float | None = None
+    """GPUs per detector actor (``None``: 1 on a GPU cluster, else 0)."""
+    detector_cpus: float = 1.0
+    """CPUs per detector actor (also its torch threads)."""
+    detect_batch_videos: int = 4
+    """Videos per detector call: their probe frames go through the detector together."""
     audio: bool = True
     """Cut a log-mel window per clip where the video has audio."""
     audio_options: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +118,8 @@ class PrepareConfig:
         bad = sorted(set(self.splits) - {"train", "val", "test"})
         if bad or not self.splits:
             raise ConfigError(f"splits must be among train, val, test; got {self.splits}")
+        if self.detect_batch_videos < 1 or (self.detector_actors is not None and self.detector_actors < 1):
+            raise ConfigError("detect_batch_videos and detector_actors must be >= 1")
         if self.videos_per_shard < 1:
             raise ConfigError(f"videos_per_shard must be >= 1, got {self.videos_per_shard}")
         try:
@@ -129,6 +144,8 @@ class PrepareConfig:
             detector=self.detector,
             detector_options=dict(self.detector_options),
             probes=self.probes,
+            max_faces=self.max_faces,
+            min_coverage=self.min_coverage,
             audio=AudioConfig(**self.audio_options) if self.audio else None,
         )
 
@@ -354,6 +371,14 @@ def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=Tr
     return summary
 
 
+def _detector_resources(cfg: PrepareConfig, cluster: dict[str, float]) -> tuple[int, float]:
+    """``(detector actors, GPUs per actor)``: one actor per GPU on a GPU cluster, else one."""
+    gpus = float(cluster.get("GPU", 0.0))
+    per_actor = cfg.detector_gpus if cfg.detector_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    actors = cfg.detector_actors or (max(1, int(gpus // per_actor)) if per_actor > 0 else 1)
+    return actors, per_actor
+
+
 def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint: str, log) -> None:
     import ray
 
@@ -362,12 +387,20 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint
     init_ray(cfg.address, cfg.num_cpus)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
+    clip = cfg.clip_config().to_dict()
+    actors, gpus = _detector_resources(cfg, ray.cluster_resources())
+    log(f"[prepare] face detection: {actors} {cfg.detector} actor(s), {gpus:g} GPU and {cfg.detector_cpus:g} CPU each")
     items = [{"shard": p.name, "videos": json.dumps([r.to_dict() for r in p.rows])} for p in todo]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
-        shard_task,
-        fn_kwargs={"out_dir": str(out), "clip": cfg.clip_config().to_dict(), "fingerprint": fingerprint,
-                   "endpoint": cfg.s3_endpoint},
-        num_cpus=1,
+    ds = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .flat_map(decode_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
+        .map_batches(DetectStage, fn_constructor_kwargs={"clip": clip, "use_gpu": gpus > 0,
+                                                         "torch_threads": max(1, int(cfg.detector_cpus))},
+                     batch_size=cfg.detect_batch_videos, concurrency=actors, num_gpus=gpus, num_cpus=cfg.detector_cpus)
+        .map(crop_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
+        .map_batches(ShardWriter, fn_constructor_kwargs={"out_dir": str(out), "fingerprint": fingerprint,
+                                                         "endpoint": cfg.s3_endpoint},
+                     batch_size=1, concurrency=1, num_cpus=0)
     )
     seen: Counter[str] = Counter()
     finished = videos = clips = skipped = 0

@@ -75,7 +75,7 @@ def score_test(job: Job, cfg: TrainConfig, storage: Storage) -> dict:
     scored = score_shards(storage, {job.specialist: layout.final_parts(cfg.name, job.specialist, job.recipe.name)},
                           job.test_files, batch_size=cfg.val_batch_size, num_cpus=cfg.cpus_per_worker,
                           num_gpus=cfg.gpus_per_worker if cfg.use_gpu else 0.0, read_cpus=cfg.data_cpus)
-    return test_summary(scored[f"prob_{job.specialist}"], scored["label"], scored["video_id"])
+    return test_summary(scored[f"prob_{job.specialist}"], scored["label"], scored["video_id"], scored["face_index"])
 
 
 def run_job(job: Job, cfg: TrainConfig, storage: Storage, callbacks: list | None = None) -> dict:

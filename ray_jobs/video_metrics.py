@@ -52,7 +52,8 @@ def video_scores(cols: Mapping[str, np.ndarray], keys: Sequence[str], agg: Aggre
     vids = video_key(np.asarray(cols["dataset"])[mask], np.asarray(cols["video_id"])[mask])
     labels = np.asarray(cols["label"])[mask].astype(np.int64)
     probs = np.stack([np.asarray(cols[f"prob_{k}"], dtype=np.float64)[mask] for k in keys], axis=1)
-    videos, vprobs = aggregate(probs, vids, agg)
+    faces = np.asarray(cols["face_index"])[mask] if "face_index" in cols else None
+    videos, vprobs = aggregate(probs, vids, agg, faces)
     _, vlabels = video_labels(labels, vids)
     where = np.searchsorted(videos, vids)
     methods, datasets = np.empty(len(videos), dtype=object), np.empty(len(videos), dtype=object)

@@ -26,15 +26,18 @@ from ray_jobs.plan import Job
 from ray_jobs.storage import Storage
 
 
-def test_summary(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray) -> dict:
-    """Test-split metrics of one model: clip level (``test_*``) and video level
-    (``test_video_*``: the mean of a video's clip probabilities, how videos are scored in the field)."""
+def test_summary(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray, faces: np.ndarray | None = None) -> dict:
+    """Test-split metrics of one model: clip level (``test_*``) and video level (``test_video_*``:
+    each face's clip probabilities averaged, then the video's maximum over its faces, as the DFDC
+    winner scored videos; a video is fake when any face is)."""
     import pandas as pd
 
     from specialists import metrics as M
 
     out = M.summary(probs, labels, prefix="test_")
-    per_video = pd.DataFrame({"video": videos, "p": probs, "y": labels}).groupby("video").mean()
+    faces = np.zeros(len(videos), dtype=np.int64) if faces is None else faces
+    per_face = pd.DataFrame({"video": videos, "face": faces, "p": probs, "y": labels}).groupby(["video", "face"]).mean()
+    per_video = per_face.groupby(level="video").max()
     out.update(M.summary(per_video["p"].to_numpy(), per_video["y"].to_numpy(), prefix="test_video_"))
     return out
 
@@ -55,21 +58,24 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
     epoch, _, weights = runner.best
     runner.core.load_state_dict(weights)
     videos: list = []
+    faces: list = []
 
     def tensors():
         for b in iter_shard_batches(job.test_files[rank::world_size], cfg.val_batch_size, TEST_COLUMNS,
-                                    extras=("video_id",), endpoint=cfg.s3_endpoint):
+                                    extras=("video_id", "face_index"), endpoint=cfg.s3_endpoint):
             videos.extend(b["video_id"])
+            faces.extend(b["face_index"])
             yield b
 
     probs, labels = runner.predict(tensors())
-    part = (probs.double().cpu().numpy(), labels.cpu().numpy(), np.asarray(videos, dtype=object))
+    part = (probs.double().cpu().numpy(), labels.cpu().numpy(), np.asarray(videos, dtype=object),
+            np.asarray(faces, dtype=np.int64))
     parts = [part]
     if world_size > 1:
         parts = [None] * world_size
         torch.distributed.all_gather_object(parts, part)
-    probs, labels, videos_all = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    return {**test_summary(probs, labels, videos_all), "test_scored_epoch": epoch}
+    probs, labels, videos_all, faces_all = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return {**test_summary(probs, labels, videos_all, faces_all), "test_scored_epoch": epoch}
 
 
 def checkpoint_due(history: list[dict], chunk_done: bool, total_epochs: int, every: int) -> bool:

@@ -134,13 +134,17 @@ def aggregate_video(probs: Sequence[float] | np.ndarray, cfg: AggregationConfig 
 
 
 def aggregate(probs: np.ndarray, video_ids: Sequence[str] | np.ndarray,
-              cfg: AggregationConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+              cfg: AggregationConfig | None = None, faces: Sequence[int] | np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Group clip rows by video and aggregate each column.
 
     Args:
         probs: clip probabilities, ``(n_clips,)`` or ``(n_clips, K)`` (one column per specialist).
         video_ids: the video of each clip row.
         cfg: aggregation settings.
+        faces: the face track of each clip row (``face_index``); when given, each face's clips are
+            aggregated and a video's probability is the maximum over its faces (any fake face makes
+            a fake video).
 
     Returns:
         ``(videos, video_probs)``: the sorted unique video ids and ``(n_videos,)`` or
@@ -153,6 +157,8 @@ def aggregate(probs: np.ndarray, video_ids: Sequence[str] | np.ndarray,
     ids = np.asarray(video_ids)
     if len(ids) != p2.shape[0]:
         raise EnsembleError(f"{len(ids)} video ids for {p2.shape[0]} clip rows")
+    if faces is not None and len(np.unique(np.asarray(faces))) > 1:
+        return _max_over_faces(p2, ids, np.asarray(faces), cfg, flat)
     videos, inverse = np.unique(ids, return_inverse=True)
     if cfg.strategy is Aggregation.MEAN:
         counts = np.bincount(inverse, minlength=len(videos)).astype(np.float64)
@@ -166,14 +172,24 @@ def aggregate(probs: np.ndarray, video_ids: Sequence[str] | np.ndarray,
     return videos, (out[:, 0] if flat else out)
 
 
+def _max_over_faces(p2: np.ndarray, ids: np.ndarray, faces: np.ndarray, cfg: AggregationConfig,
+                    flat: bool) -> tuple[np.ndarray, np.ndarray]:
+    tracks = np.char.add(np.char.add(ids.astype(str), "#"), faces.astype(str))
+    keys, first = np.unique(tracks, return_index=True)
+    _, track_probs = aggregate(p2, tracks, cfg)  # in ``keys`` order
+    videos, inverse = np.unique(ids[first], return_inverse=True)
+    out = np.full((len(videos), p2.shape[1]), -np.inf)
+    np.maximum.at(out, inverse, track_probs)
+    return videos, (out[:, 0] if flat else out)
+
+
 def video_labels(labels: np.ndarray, video_ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(videos, label per video)`` in :func:`aggregate`'s order; clips of one video must agree."""
+    """``(videos, label per video)`` in :func:`aggregate`'s order: a video is fake (1) when any of its
+    rows is (rows carry their face's label; the unchanged faces of a fake are real)."""
     videos, inverse = np.unique(np.asarray(video_ids), return_inverse=True)
     y = np.asarray(labels)
     out = np.zeros(len(videos), dtype=y.dtype)
-    out[inverse] = y
-    if (out[inverse] != y).any():
-        raise EnsembleError("clips of one video carry different labels")
+    np.maximum.at(out, inverse, y)
     return videos, out
 
 

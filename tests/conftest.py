@@ -49,6 +49,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory) -> Path:
+    """The synthetic benchmark at ``tiny`` scale (all three layouts), generated once per session."""
+    from data_pipeline import synthetic
+
+    root = tmp_path_factory.mktemp("synth_tiny")
+    synthetic.generate(root, synthetic.config_for_scale("tiny"), progress=None)
+    return root
+
+
+@pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """``ray start --head`` on 127.0.0.1 (token auth on, as on a real cluster); yields addresses.
 

@@ -92,7 +92,8 @@ def read(
             label = int(label_text == "FAKE")
             original = info.get("original") if label else None
             group = PurePosixPath(original if isinstance(original, str) and original else name).stem
-            entries.append((path.relative_to(root).as_posix(), path, label, group, chunk))
+            source = str(folder / original) if isinstance(original, str) and original else ""
+            entries.append((path.relative_to(root).as_posix(), path, label, group, chunk, source))
         for name in sorted(on_disk - set(meta)):
             issues.append(Issue(str(folder / name), f"not listed in {folder.name}/metadata.json"))
 
@@ -109,7 +110,8 @@ def read(
             group=group,
             split=split_of[group],
             chunk=chunk,
+            original=source,
         )
-        for vid, path, label, group, chunk in entries
+        for vid, path, label, group, chunk, source in entries
     ]
     return Manifest(rows, issues)

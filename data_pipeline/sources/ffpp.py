@@ -110,7 +110,8 @@ def _fake_dir(root: FsPath, method: str, compression: str) -> FsPath:
     return root / "manipulated_sequences" / method / compression / "videos"
 
 
-def _row(root: FsPath, path: FsPath, label: int, method: str, group: str, split: str) -> ManifestRow:
+def _row(root: FsPath, path: FsPath, label: int, method: str, group: str, split: str,
+         original: str = "") -> ManifestRow:
     return ManifestRow(
         video_id=path.relative_to(root).as_posix(),
         path=str(path),
@@ -119,6 +120,7 @@ def _row(root: FsPath, path: FsPath, label: int, method: str, group: str, split:
         method=method,
         group=group,
         split=split,
+        original=original,
     )
 
 
@@ -138,7 +140,7 @@ def _listed_rows(root: FsPath, real_dir: FsPath, methods: Sequence[str], compres
                 for target, source in ((a, b), (b, a)):
                     path = fake_dir / f"{target}_{source}.mp4"
                     if fakes == "split" or path.is_file():
-                        rows.append(_row(root, path, 1, method, target, split))
+                        rows.append(_row(root, path, 1, method, target, split, str(real_dir / f"{target}.mp4")))
     return rows
 
 

@@ -64,6 +64,9 @@ class ManifestRow:
         group: source identity; a fake and the real it was made from share it.
         split: ``train``, ``val`` or ``test``.
         chunk: DFDC chunk index (group of ``dfdc_train_part_N`` folders); 0 elsewhere.
+        original: for a fake, the path of the real video it was made from where the dataset says
+            (FF++: the target's video; DFDC: metadata ``original``); ``""`` otherwise. Preparation
+            compares a several-face fake with it to tell which face was manipulated.
     """
 
     video_id: str
@@ -74,6 +77,7 @@ class ManifestRow:
     group: str
     split: str
     chunk: int = 0
+    original: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict (the manifest columns of a clip row)."""

@@ -43,8 +43,8 @@ def clip_rows(n_videos: int = 3, clips: int = 2, audio_every: int = 2, seed: int
 
 def test_schema_matches_contract() -> None:
     assert SCHEMA.names == [
-        "video_id", "path", "dataset", "label", "method", "group", "split", "chunk",
-        "clip_index", "frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "face_box", "preprocessing",
+        "video_id", "path", "dataset", "label", "method", "group", "split", "chunk", "original",
+        "clip_index", "face_index", "frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "face_box", "preprocessing",
     ]
     assert str(SCHEMA.field("frames").type) == "binary"
     assert str(SCHEMA.field("audio_shape").type) == "list<item: int32>"

@@ -242,7 +242,7 @@ def test_dfdc_missing_and_unlisted_are_reported(dfdc_root: Path) -> None:
 
 
 def test_manifest_row_contract() -> None:
-    assert MANIFEST_FIELDS == ("video_id", "path", "dataset", "label", "method", "group", "split", "chunk")
+    assert MANIFEST_FIELDS == ("video_id", "path", "dataset", "label", "method", "group", "split", "chunk", "original")
     row = ManifestRow("a/b.mp4", "/x/a/b.mp4", "ffpp", 1, "Deepfakes", "000", "train")
     assert ManifestRow.from_dict(row.to_dict() | {"extra": 1}) == row
 

@@ -71,11 +71,19 @@ def test_aggregation_settings_are_checked():
     assert aggregate_video([]) == 0.5
 
 
-def test_video_labels_refuse_disagreeing_clips():
-    videos, y = video_labels([1, 1, 0], ["a", "a", "b"])
-    assert list(videos) == ["a", "b"] and list(y) == [1, 0]
-    with pytest.raises(EnsembleError, match="different labels"):
-        video_labels([1, 0], ["a", "a"])
+def test_video_labels_and_probabilities_take_the_maximum_over_faces():
+    """A video is fake when any face is; its probability is the maximum of its faces' aggregates."""
+    videos, y = video_labels([1, 1, 0, 0, 1], ["a", "a", "b", "c", "c"])
+    assert list(videos) == ["a", "b", "c"] and list(y) == [1, 0, 1]
+    probs = np.array([0.2, 0.4, 0.9, 0.7, 0.1, 0.3])
+    ids = ["v", "v", "v", "v", "w", "w"]
+    faces = [0, 0, 1, 1, 0, 0]
+    videos, out = aggregate(probs, ids, None, faces)
+    assert list(videos) == ["v", "w"] and out == pytest.approx([0.8, 0.2])
+    _, per_column = aggregate(np.stack([probs, 1 - probs], axis=1), ids, None, faces)
+    assert per_column[0] == pytest.approx([0.8, 0.7])  # each specialist's own maximum face
+    _, one_face = aggregate(probs, ids, None, [0] * 6)
+    assert one_face == pytest.approx([0.55, 0.2])
 
 
 # ----------------------------------------------------------------------------- fitting
