@@ -14,9 +14,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# facenet-pytorch (the `mtcnn` face detector, weights inside its wheel) is installed --no-deps: 2.6.0
+# pins torch<2.3, torchvision<0.18, numpy<2 and Pillow<10.3, which pip would otherwise downgrade (or
+# fail on); it runs with the torch above, and what it imports (requests, tqdm, Pillow) comes with
+# ray, timm/optuna and matplotlib/torchvision
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q $(TORCH_PIN) || $(PIP) install -q torch torchvision
 	$(PIP) install -q -e '.[tune]'
+	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -4,7 +4,8 @@ A fake video of FF++ or DFDC says which real video it was made from (``ManifestR
 When the fake shows several faces, only some of them may be manipulated (in DFDC, one person of
 two). The DFDC winner found manipulated faces from the difference between a fake and its original;
 this does the same: each face track's mean absolute grey-level difference to the original, inside
-its boxes, on the middle frame of every clip. A face is fake when that difference is at least
+its boxes, on the middle frame of every clip, less the difference outside every face (the noise of
+two separate encodes, higher in dark videos). A face is fake when that difference is at least
 :data:`MIN_DIFF` and at least :data:`RELATIVE` x the largest face's difference; the unchanged
 faces of a fake are labelled **real** (0) and kept: their crops are what the original shows, and
 scoring a video takes the maximum over its faces, so the video stays fake.
@@ -25,9 +26,10 @@ from .filesystems import FsPath
 from .sources.manifest import ManifestRow
 from .video import DecodedClips, VideoError, read_frames
 
-#: mean absolute grey-level difference (0-255) below which a face is unchanged: two x264 encodes of
-#: the same frames differ by about 1 level; the synthetic families' weakest change is several
-MIN_DIFF = 2.0
+#: mean absolute grey-level difference (0-255, above the codec noise) below which a face is unchanged:
+#: two x264 encodes of the same frames differ by 1-3 levels; the synthetic families' weakest change
+#: is several levels above that
+MIN_DIFF = 1.0
 #: a face is fake only when it differs at least this share of the most different face
 RELATIVE = 0.5
 
@@ -44,6 +46,18 @@ def box_difference(fake: np.ndarray, original: np.ndarray, box: Box) -> float:
     if x1 <= x0 or y1 <= y0:
         return 0.0
     return float(np.abs(_grey(fake[y0:y1, x0:x1]) - _grey(original[y0:y1, x0:x1])).mean())
+
+
+def outside_difference(fake: np.ndarray, original: np.ndarray, boxes: Sequence[Box]) -> float:
+    """Mean absolute grey difference outside every box: the codec noise between the two encodes,
+    subtracted from each face's difference (0 when the boxes cover the frame)."""
+    keep = np.ones(fake.shape[:2], dtype=bool)
+    h, w = keep.shape
+    for box in boxes:
+        keep[max(0, int(box.y0)):min(h, int(np.ceil(box.y1))), max(0, int(box.x0)):min(w, int(np.ceil(box.x1)))] = False
+    if not keep.any():
+        return 0.0
+    return float(np.abs(_grey(fake) - _grey(original))[keep].mean())
 
 
 def decide(diffs: Sequence[float]) -> list[int] | None:
@@ -69,8 +83,10 @@ def label_faces(row: ManifestRow, decoded: DecodedClips, tracks: Sequence[Sequen
         return every, f"original unreadable ({exc.reason}): every face labelled fake"
     if len(original) != len(decoded.frames) or original.shape[1:] != decoded.frames[0].shape[1:]:
         return every, "original has other frames or picture size: every face labelled fake"
-    diffs = [float(np.mean([box_difference(decoded.frames[c][m], original[c], track[c])
-                            for c, m in enumerate(middle)])) for track in tracks]
+    noise = float(np.mean([outside_difference(decoded.frames[c][m], original[c], [t[c] for t in tracks])
+                           for c, m in enumerate(middle)]))
+    diffs = [max(0.0, float(np.mean([box_difference(decoded.frames[c][m], original[c], track[c])
+                                     for c, m in enumerate(middle)])) - noise) for track in tracks]
     labels = decide(diffs)
     if labels is None:
         return every, "no face differs from the original: every face labelled fake"

@@ -111,7 +111,7 @@ def make_row(
     """One clip row per :data:`SCHEMA` from the video's manifest fields and the clip's arrays.
 
     Args:
-        manifest: the video's manifest fields (a ``ManifestRow.to_dict()``).
+        manifest: the video's manifest fields (a ``ManifestRow.to_dict()``; ``original`` may be absent).
         clip_index: index of the clip within its video.
         frames: uint8 ``(T, S, S, 3)`` RGB face crops.
         audio: float32 ``(n_mels, n_steps)`` log-mel window, or ``None``.
@@ -122,7 +122,8 @@ def make_row(
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
         raise ShardError(f"frames must be uint8 (T, S, S, 3), got {frames.dtype} {frames.shape}")
-    row = {k: manifest[k] for k in MANIFEST_FIELDS}
+    row = {k: manifest[k] for k in MANIFEST_FIELDS if k != "original"}
+    row["original"] = str(manifest.get("original") or "")  # optional: known for some fakes only
     row.update(
         clip_index=int(clip_index),
         face_index=int(face_index),

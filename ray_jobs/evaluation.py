@@ -340,4 +340,5 @@ def run_for_demo(tc: TrainConfig, out: str | Path) -> dict[str, Any]:
     return {"report": m["report"], "video_auc": m["ensemble"]["video_auc"], "frame_auc": m["ensemble"]["frame_auc"],
             "log_loss": m["ensemble"]["log_loss"], "log_loss_uncalibrated": m["ensemble"]["log_loss_uncalibrated"],
             "specialist_video_auc": {k: m["models"][k]["video_auc"] for k in m["ensemble_config"]["specialists"]},
-            "weights": m["ensemble_config"]["weights"], "temperature": m["ensemble_config"]["temperature"]}
+            "weights": m["ensemble_config"]["weights"], "temperature": m["ensemble_config"]["temperature"],
+            "faces_auc": m.get("faces_auc", {})}

@@ -10,6 +10,7 @@ filter (from the packaged stage chain).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from data_pipeline.clips import ClipConfig
+from data_pipeline.faces import available_detectors
 from data_pipeline.filesystems import FsPath, check_location, map_files
 from data_pipeline.filters import Preprocessing
 from data_pipeline.prepare_stages import DetectStage, ShardWriter, crop_stage, decode_stage
@@ -77,8 +79,11 @@ class PrepareConfig:
     """Fraction of the face box added on each side of the crop."""
     preprocessing: Preprocessing | None = None
     """Stage filter; ``None``: the dataset's stage default (ffpp resize, celebdf clahe, dfdc clahe_bilateral)."""
-    detector: str = "haar"
-    """Face detector name (``haar``, ``yunet`` with ``detector_options.model_path``, ``mtcnn``)."""
+    detector: str = "auto"
+    """Face detector name (``mtcnn``, ``haar``, ``yunet`` with ``detector_options.model_path``), or
+    ``auto``: ``haar`` on the synthetic benchmark (a root with ``synthetic_truth.json``: its drawn
+    faces suit Haar better), ``mtcnn`` on real videos (it finds turned and tilted faces that Haar
+    misses; measured in ``docs/experiments.md``)."""
     detector_options: dict[str, Any] = field(default_factory=dict)
     """Options of the face detector (e.g. ``max_side``)."""
     probes: int = 1
@@ -133,7 +138,8 @@ class PrepareConfig:
         return self.preprocessing or stage_preprocessing()[self.dataset]
 
     def clip_config(self) -> ClipConfig:
-        """The :class:`ClipConfig` these settings describe."""
+        """The :class:`ClipConfig` these settings describe (``auto`` detector: Haar's settings, until
+        :func:`run` has chosen it from the data)."""
         return ClipConfig(
             size=self.size,
             clip_len=self.clip_len,
@@ -141,7 +147,7 @@ class PrepareConfig:
             stride=self.stride,
             margin=self.margin,
             preprocessing=self.effective_preprocessing,
-            detector=self.detector,
+            detector="haar" if self.detector == AUTO_DETECTOR else self.detector,
             detector_options=dict(self.detector_options),
             probes=self.probes,
             max_faces=self.max_faces,
@@ -331,6 +337,24 @@ def one_line(summary: dict[str, Any], seconds: float, written: int, reused: int)
     )
 
 
+#: ``PrepareConfig.detector`` value that picks the detector from the data
+AUTO_DETECTOR = "auto"
+#: the synthetic benchmark's truth file, in each of its dataset roots
+SYNTHETIC_TRUTH_FILE = "synthetic_truth.json"
+
+
+def auto_detector(root: FsPath) -> str:
+    """``haar`` for the synthetic benchmark (its drawn faces: Haar's recall is higher there),
+    ``mtcnn`` for real videos (turned and tilted faces); one-line error when mtcnn is needed but
+    facenet-pytorch is not installed."""
+    if (root / SYNTHETIC_TRUTH_FILE).is_file():
+        return "haar"
+    if "mtcnn" not in available_detectors():
+        raise ConfigError("detector auto needs MTCNN for real videos: pip install --no-deps facenet-pytorch==2.6.0 "
+                          "(or choose --detector haar)")
+    return "mtcnn"
+
+
 def check_inputs(cfg: PrepareConfig) -> None:
     """One-line errors for S3 locations that cannot be used (no credentials, no such bucket)."""
     for what, location in (("root", cfg.root), ("out", cfg.out)):
@@ -341,9 +365,12 @@ def check_inputs(cfg: PrepareConfig) -> None:
 def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run the preparation; returns the summary (also written to ``<out>/summary.json``)."""
     start = time.perf_counter()
-    cfg.clip_config().make_detector()  # a bad detector setting fails here, in one line
     check_inputs(cfg)
     root = resolve_root(cfg)
+    if cfg.detector == AUTO_DETECTOR:
+        cfg = dataclasses.replace(cfg, detector=auto_detector(root))
+        log(f"[prepare] detector auto -> {cfg.detector}")
+    cfg.clip_config().make_detector()  # a bad detector setting fails here, in one line
     out = cfg.out_dir()
     manifest = read_manifest(cfg.dataset, root, **cfg.reader)
     if not manifest:
@@ -396,16 +423,23 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint
         .flat_map(decode_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
         .map_batches(DetectStage, fn_constructor_kwargs={"clip": clip, "use_gpu": gpus > 0,
                                                          "torch_threads": max(1, int(cfg.detector_cpus))},
-                     batch_size=cfg.detect_batch_videos, concurrency=actors, num_gpus=gpus, num_cpus=cfg.detector_cpus)
+                     batch_size=cfg.detect_batch_videos, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
+                     num_cpus=cfg.detector_cpus)
         .map(crop_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
         .map_batches(ShardWriter, fn_constructor_kwargs={"out_dir": str(out), "fingerprint": fingerprint,
                                                          "endpoint": cfg.s3_endpoint},
-                     batch_size=1, concurrency=1, num_cpus=0)
+                     batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
     )
     seen: Counter[str] = Counter()
+    actors_seen: dict[str, set[int]] = defaultdict(set)  # detector process -> detectors it had built
+    per_actor: Counter[str] = Counter()
     finished = videos = clips = skipped = 0
     t0 = time.perf_counter()
     for status in ds.iter_rows():
+        if status["detector"]:
+            pid, built = str(status["detector"]).split(":")
+            actors_seen[pid].add(int(built))
+            per_actor[pid] += 1
         videos += 1
         clips += int(status["clips"])
         skipped += status["status"] != "ok"
@@ -415,3 +449,6 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint
             rate = videos / max(time.perf_counter() - t0, 1e-9)
             log(f"[prepare] shard {finished}/{len(todo)} {status['shard']}: {videos} videos, {clips} clips, "
                 f"{skipped} skipped so far ({rate:.2f} videos/s)")
+    log(f"[prepare] face detection ran in {len(actors_seen)} actor process(es): "
+        + ", ".join(f"pid {pid} built {max(built)} detector(s), {per_actor[pid]} videos"
+                    for pid, built in sorted(actors_seen.items())))

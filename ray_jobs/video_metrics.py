@@ -38,6 +38,8 @@ class VideoScores:
     video_labels: np.ndarray
     video_methods: np.ndarray
     video_datasets: np.ndarray
+    video_faces: np.ndarray | None = None
+    """Face tracks per video (distinct ``face_index``); ``None``: one each."""
 
 
 def video_key(datasets: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
@@ -59,7 +61,10 @@ def video_scores(cols: Mapping[str, np.ndarray], keys: Sequence[str], agg: Aggre
     methods, datasets = np.empty(len(videos), dtype=object), np.empty(len(videos), dtype=object)
     methods[where] = np.asarray(cols["method"])[mask].astype(str)
     datasets[where] = np.asarray(cols["dataset"])[mask].astype(str)
-    return VideoScores(list(keys), probs, labels, vids, videos, vprobs, vlabels, methods, datasets)
+    n_faces = np.ones(len(videos), dtype=np.int64)
+    if faces is not None:
+        np.maximum.at(n_faces, where, np.asarray(faces, dtype=np.int64) + 1)
+    return VideoScores(list(keys), probs, labels, vids, videos, vprobs, vlabels, methods, datasets, n_faces)
 
 
 def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
@@ -96,6 +101,26 @@ def _family_accuracy(ens_video: np.ndarray, s: VideoScores, families: list[str])
     return accuracy
 
 
+def _faces_auc(ens_video: np.ndarray, s: VideoScores) -> dict[str, Any]:
+    """The ensemble's video AUC on several-face fakes against one-face fakes of the same families
+    (each against all real videos of the datasets that have several-face videos); ``{}`` without them."""
+    faces = s.video_faces if s.video_faces is not None else np.ones(len(s.videos), dtype=np.int64)
+    multi = faces > 1
+    if not (multi & (s.video_labels == 1)).any():
+        return {}
+    datasets = {str(d) for d in s.video_datasets[multi]}
+    here = np.isin(s.video_datasets.astype(str), sorted(datasets))
+    families = sorted({str(m) for m in s.video_methods[multi & (s.video_labels == 1)]})
+    fake = here & (s.video_labels == 1) & np.isin(s.video_methods.astype(str), families)
+    real = here & (s.video_labels == 0)
+    out: dict[str, Any] = {"datasets": sorted(datasets), "families": families}
+    for name, m in (("one_face", fake & ~multi), ("several_faces", fake & multi)):
+        sel = real | m
+        out[name] = {"fake_videos": int(m.sum()), "real_videos": int(real.sum()),
+                     "video_auc": M.auc(ens_video[sel], s.video_labels[sel]) if m.any() else float("nan")}
+    return out
+
+
 def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
     """Every number of the report (see the module docstring); plain JSON data."""
     models = {}
@@ -121,6 +146,7 @@ def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
         "family_auc": matrix,
         "family_accuracy": _family_accuracy(scores[ENSEMBLE][1], s, families),
         "dataset_auc": per_dataset,
+        "faces_auc": _faces_auc(scores[ENSEMBLE][1], s),
     }
 
 

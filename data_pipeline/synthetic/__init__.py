@@ -43,10 +43,22 @@ Layouts written under ``root`` (see ``data/README.md`` for the real metadata for
   ``ffpp/splits/{train,val,test}.json`` (official pair lists);
 * ``celebdf/{Celeb-real,YouTube-real,Celeb-synthesis}/...`` and
   ``celebdf/List_of_testing_videos.txt`` (1 = REAL, 0 = FAKE, no trailing newline);
-* ``dfdc/dfdc_train_part_<k>/<10 letters>.mp4`` + ``metadata.json`` per part;
+* ``dfdc/dfdc_train_part_<k>/<10 letters>.mp4`` + ``metadata.json`` per part (DFDC's format:
+  ``label``, ``original``, ``split``; no face information, like the real one);
 * ``<dataset>/synthetic_truth.json``: ``{video_id: {"label", "family", "boxes", "group",
   "light"}}`` where ``video_id`` is the path relative to the dataset root and ``boxes`` holds
-  one ``[x0, y0, x1, y1]`` face box per frame (frame pixels).
+  one ``[x0, y0, x1, y1]`` face box per frame (frame pixels, 0.01 px). DFDC entries also have
+  ``"persons"`` (1 or 2) and ``"faces"``: one ``{"boxes": [[x0, y0, x1, y1] per frame, 0.1 px],
+  "fake": bool}`` per person, left to right (a one-person video's face is fake when the video
+  is); a two-person video's ``boxes`` are its fake face's (a real's: the left person's).
+
+Two-person DFDC videos (:mod:`.pairs`, ``SynthConfig.dfdc_two_person_fraction`` of the DFDC
+reals, chosen by seed): two identities side by side, each moving and talking on its own, in a
+frame ``2 * width`` wide and ``height`` high; each face is the size of a one-person video's face.
+The audio is both voices mixed. Each fake of such a real manipulates exactly one face (by seed;
+a real's fakes alternate between the two faces), and is the real's rendering outside that face's
+region: frame-level families (compression, resolution, flicker, lighting, low light) act on that
+face's region only, and ``lip_sync_shift`` shifts that person's voice.
 
 Everything is deterministic given ``SynthConfig.seed``: each video draws from its own
 ``numpy`` generator seeded by (seed, dataset, video), so worker scheduling does not matter, and
@@ -57,8 +69,8 @@ CLI: ``python -m data_pipeline.synthetic --out DIR [--seed N] [--scale tiny|smal
 
 Modules: :mod:`.config` (families, :class:`SynthConfig`, seeding), :mod:`.scenes` (identities,
 scenes, backgrounds), :mod:`.face` (the face, part by part), :mod:`.rendering` (the video and its
-voice), :mod:`.families` (low-light capture, manipulation families), :mod:`.layouts` (the three
-folder layouts and their metadata) and :mod:`.generation` (presets, generation, CLI).
+voice), :mod:`.families` (low-light capture, manipulation families), :mod:`.pairs` (two-person
+videos), :mod:`.layouts` (the three folder layouts and their metadata) and :mod:`.generation` (presets, generation, CLI).
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ from .config import (
 )
 from .families import LowLight, apply_family, capture, make_low_light
 from .generation import SCALES, config_for_scale, generate, main, render_real, write_sample
+from .pairs import MIX_GAIN, capture_pair, make_pair_scenes, mix_voices, pair_fake, render_pair
 from .rendering import Rendered, render
 from .scenes import Identity, Scene, make_identity, make_scene, render_background
 
@@ -81,6 +94,7 @@ __all__ = [
     "FAMILIES",
     "FAMILY_FOLDERS",
     "FAMILY_SPECIALIST",
+    "MIX_GAIN",
     "SCALES",
     "Identity",
     "LowLight",
@@ -89,14 +103,19 @@ __all__ = [
     "SynthConfig",
     "apply_family",
     "capture",
+    "capture_pair",
     "config_for_scale",
     "generate",
     "main",
     "make_identity",
     "make_low_light",
+    "make_pair_scenes",
     "make_scene",
+    "mix_voices",
+    "pair_fake",
     "render",
     "render_background",
+    "render_pair",
     "render_real",
     "write_sample",
 ]

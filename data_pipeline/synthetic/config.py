@@ -88,6 +88,10 @@ class SynthConfig:
     """DFDC: number of ``dfdc_train_part_<k>`` folders."""
     dfdc_reals_per_part: int = 10
     """DFDC: real videos per part (their fakes live in the same part)."""
+    dfdc_two_person_fraction: float = 0.5
+    """DFDC: fraction of reals that show two people side by side (a frame twice as wide); each of
+    their fakes manipulates one of the two faces (see :mod:`.pairs`). FF++ and Celeb-DF videos
+    always show one person."""
     val_fraction: float = 0.15
     """Share of FF++ pairs in ``val.json``."""
     test_fraction: float = 0.2

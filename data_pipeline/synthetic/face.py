@@ -60,7 +60,7 @@ def _grid(ident: Identity, scene: Scene, light: tuple[float, float, float] | Non
           tint: tuple[float, float, float] | None) -> _Grid:
     """The oversized canvas of ``ident``'s face in ``scene`` and the light it is rendered under."""
     H, W = scene.height, scene.width
-    hc, wc = int(H * 1.3) // 2 * 2, int(W * 1.3) // 2 * 2
+    hc, wc = int(H * 1.3) // 2 * 2, int((scene.person_width or W) * 1.3) // 2 * 2
     b = ident.face_b * H
     a = b / ident.aspect
     cx, cy = wc / 2.0, hc * 0.45

@@ -20,6 +20,7 @@ from data_pipeline.video import write_video
 from .config import DATASETS, FAMILIES, SynthConfig, _rng
 from .families import apply_family, capture, make_low_light
 from .layouts import _PLANNERS, _Task, _Video, _write_json, _write_metadata, _write_truth
+from .pairs import capture_pair, make_pair_scenes, mix_voices, pair_fake
 from .rendering import Rendered, render
 from .scenes import Identity, make_identity, make_scene
 
@@ -106,23 +107,35 @@ def _identity(cfg: SynthConfig, dataset: str, key: str) -> Identity:
     return make_identity(_rng(cfg.seed, dataset, "identity", key))
 
 
+def _rounded(boxes: np.ndarray, digits: int) -> list[list[float]]:
+    return [[round(float(v), digits) for v in box] for box in boxes]
+
+
+def _write(task: _Task, cfg: SynthConfig, video: _Video, frames: np.ndarray, audio: np.ndarray) -> None:
+    write_video(Path(task.root) / video.rel, frames, cfg.fps, audio=audio, sample_rate=cfg.sample_rate, crf=cfg.crf,
+                threads=1)
+
+
 def _run_task(args: tuple[_Task, SynthConfig]) -> dict[str, dict[str, Any]]:
     """Render a real and its fakes, write them, and return their truth entries."""
     task, cfg = args
     cv2.setNumThreads(1)
+    if task.persons == 2:
+        return _run_pair_task(task, cfg)
     ident = _identity(cfg, task.dataset, task.identity_key)
     srng = _rng(cfg.seed, task.dataset, "scene", task.scene_key)
     scene = make_scene(srng, cfg)
     ll = make_low_light(srng) if task.low_light else None
     real = capture(ident, scene, ll)
-    root = Path(task.root)
     light = "low" if ll is not None else "normal"
-    boxes = [[round(float(v), 2) for v in box] for box in real.boxes]
+    boxes = _rounded(real.boxes, 2)
     truth: dict[str, dict[str, Any]] = {}
 
     def emit(video: _Video, frames: np.ndarray, audio: np.ndarray) -> None:
-        write_video(root / video.rel, frames, cfg.fps, audio=audio, sample_rate=cfg.sample_rate, crf=cfg.crf, threads=1)
+        _write(task, cfg, video, frames, audio)
         truth[video.rel] = {"label": video.label, "family": video.family, "boxes": boxes, "group": video.group, "light": light}
+        if task.dataset == "dfdc":  # DFDC videos may show two people: every entry lists its faces
+            truth[video.rel].update(persons=1, faces=[{"boxes": _rounded(real.boxes, 1), "fake": video.label == 1}])
 
     emit(task.real, real.frames, real.audio)
     for fake, source_key in task.fakes:
@@ -130,6 +143,35 @@ def _run_task(args: tuple[_Task, SynthConfig]) -> dict[str, dict[str, Any]]:
         source = _identity(cfg, task.dataset, source_key)
         frames, audio = apply_family(fake.family, real, ident, scene, frng, source=source, low_light=ll)
         emit(fake, frames, audio)
+    return truth
+
+
+def _run_pair_task(task: _Task, cfg: SynthConfig) -> dict[str, dict[str, Any]]:
+    """:func:`_run_task` for a two-person real (the second person is a fresh identity) and its
+    fakes, each manipulating the face ``task.fake_faces`` names."""
+    idents = (_identity(cfg, task.dataset, task.identity_key), _identity(cfg, task.dataset, f"{task.identity_key}+2"))
+    srng = _rng(cfg.seed, task.dataset, "scene", task.scene_key)
+    scenes = make_pair_scenes(srng, cfg)
+    ll = make_low_light(srng) if task.low_light else None
+    views = capture_pair(idents, scenes, ll)
+    light = "low" if ll is not None else "normal"
+    per_face = [_rounded(v.boxes, 1) for v in views]
+    truth: dict[str, dict[str, Any]] = {}
+
+    def emit(video: _Video, frames: np.ndarray, audio: np.ndarray, face: int | None) -> None:
+        _write(task, cfg, video, frames, audio)
+        truth[video.rel] = {
+            # "boxes" (for one-face consumers): the manipulated face of a fake, the left person of a real
+            "label": video.label, "family": video.family, "boxes": _rounded(views[face or 0].boxes, 2),
+            "group": video.group, "light": light, "persons": 2, "faces": [{"boxes": b, "fake": k == face} for k, b in enumerate(per_face)],
+        }
+
+    emit(task.real, views[0].frames, mix_voices([v.audio for v in views]), None)
+    for (fake, source_key), face in zip(task.fakes, task.fake_faces):
+        frng = _rng(cfg.seed, task.dataset, "fake", fake.rel)
+        source = _identity(cfg, task.dataset, source_key)
+        frames, audio = pair_fake(fake.family, views, idents, scenes, face, frng, source=source, low_light=ll)
+        emit(fake, frames, audio, face)
     return truth
 
 
@@ -148,6 +190,8 @@ def generate(root: str | os.PathLike, cfg: SynthConfig | None = None,
     bad = set(cfg.families) - set(FAMILIES)
     if bad:
         raise ValueError(f"unknown families {sorted(bad)}; known: {FAMILIES}")
+    if not 0.0 <= cfg.dfdc_two_person_fraction <= 1.0:
+        raise ValueError(f"dfdc_two_person_fraction must be in [0, 1], got {cfg.dfdc_two_person_fraction}")
     if cfg.height % 2 or cfg.width % 2:
         raise ValueError("height and width must be even (H.264 yuv420p)")
     say = progress or (lambda _msg: None)

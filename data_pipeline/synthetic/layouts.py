@@ -40,6 +40,10 @@ class _Task:
     low_light: bool
     fakes: list[tuple[_Video, str]] = field(default_factory=list)
     """(fake, source identity key) pairs."""
+    persons: int = 1
+    """People in the video (2: a DFDC two-person video, see :mod:`.pairs`)."""
+    fake_faces: list[int] = field(default_factory=list)
+    """Two-person videos: the person (0 left, 1 right) each fake manipulates, one per fake."""
 
 
 def _families_for(cfg: SynthConfig, normal_index: int) -> list[str]:
@@ -182,7 +186,21 @@ def _plan_dfdc(cfg: SynthConfig, root: Path) -> tuple[list[_Task], dict[str, Any
             task.fakes.append((_Video(f"{folder}/{fake_name}.mp4", 1, fam, f"{name}.mp4"), source))
             metadata[part][f"{fake_name}.mp4"] = {"label": "FAKE", "split": "train", "original": f"{name}.mp4"}
         tasks.append(task)
+    _plan_two_person(cfg, tasks)
     return tasks, {"metadata": metadata}
+
+
+def _plan_two_person(cfg: SynthConfig, tasks: list[_Task]) -> None:
+    """Make ``cfg.dfdc_two_person_fraction`` of the DFDC reals two-person videos and choose the
+    manipulated face of each of their fakes: a seeded first face, then alternating, so both faces
+    occur (a real's family rotation and its faces are independent). Draws from its own generator:
+    the rest of the plan does not depend on the fraction."""
+    rng = _rng(cfg.seed, "dfdc", "persons")
+    for task, two in zip(tasks, _dark_flags(rng, len(tasks), cfg.dfdc_two_person_fraction)):
+        start = int(rng.integers(2))
+        if two:
+            task.persons = 2
+            task.fake_faces = [(start + j) % 2 for j in range(len(task.fakes))]
 
 
 _PLANNERS: dict[str, Callable[[SynthConfig, Path], tuple[list[_Task], dict[str, Any]]]] = {

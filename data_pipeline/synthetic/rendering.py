@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -44,7 +45,7 @@ def _affines(scene: Scene, cv: _Canvas) -> list[np.ndarray]:
     """Canvas -> frame affine matrices (rotation, scale, translation) per frame."""
     t = np.arange(scene.num_frames) / scene.fps
     ch = [amp * np.sin(2 * math.pi * f * t + ph) for amp, f, ph in scene.motion]
-    dx, dy, ang, sc = ch[0] * scene.width, ch[1] * scene.height, ch[2], 1.0 + ch[3]
+    dx, dy, ang, sc = ch[0] * (scene.person_width or scene.width), ch[1] * scene.height, ch[2], 1.0 + ch[3]
     out = []
     for i in range(scene.num_frames):
         M = cv2.getRotationMatrix2D((cv.cx, cv.cy), float(ang[i]), float(sc[i]))
@@ -59,6 +60,27 @@ def _face_box(M: np.ndarray, cv: _Canvas) -> np.ndarray:
     centre = M @ np.array([cv.cx, cv.cy + _BOX_DY * cv.b, 1.0])
     half = _BOX_W * cv.a * scale
     return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half], np.float32)
+
+
+def _auto_exposure(cv: _Canvas) -> float:
+    """The camera gain that exposes the canvas's face well (dark skin is not rendered nearly black)."""
+    lum = cv.rgb[cv.face > 128].astype(np.float32) @ np.array([0.3, 0.59, 0.11], np.float32)
+    return _stable(np.clip(0.45 * 255.0 / max(float(lum.mean(dtype=np.float64)), 1.0), 1.0, 1.8))
+
+
+def _layers(ident: Identity, scene: Scene, cv: _Canvas, mouth: np.ndarray, tint_arr: np.ndarray
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per frame: the person warped into the frame, ``(H, W, 5)`` uint8 (RGB, person alpha, face
+    mask), and its face box."""
+    stack = np.dstack([cv.rgb, cv.alpha, cv.face])
+    for i, M in enumerate(_affines(scene, cv)):
+        layer = stack.copy()
+        rgb = np.ascontiguousarray(layer[..., :3])
+        _draw_mouth(rgb, ident, cv, float(mouth[i]), tint_arr)
+        layer[..., :3] = rgb
+        warped = cv2.warpAffine(layer, M, (scene.width, scene.height), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT)
+        yield warped, _face_box(M, cv)
 
 
 def _voice(ident: Identity, scene: Scene, mouth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -98,21 +120,13 @@ def render(ident: Identity, scene: Scene, *, light: tuple[float, float, float] |
     boxes = np.full((n, 4), np.nan, np.float32)
     if with_face:
         cv = _render_canvas(ident, scene, light, tint)
-        if exposure is None:
-            lum = cv.rgb[cv.face > 128].astype(np.float32) @ np.array([0.3, 0.59, 0.11], np.float32)
-            exposure = _stable(np.clip(0.45 * 255.0 / max(float(lum.mean(dtype=np.float64)), 1.0), 1.0, 1.8))
+        exposure = _auto_exposure(cv) if exposure is None else exposure
         tint_arr = np.array(tint if tint is not None else scene.light_tint, np.float32)
-        stack = np.dstack([cv.rgb, cv.alpha, cv.face])
-        for i, M in enumerate(_affines(scene, cv)):
-            layer = stack.copy()
-            rgb = np.ascontiguousarray(layer[..., :3])
-            _draw_mouth(rgb, ident, cv, float(mouth[i]), tint_arr)
-            layer[..., :3] = rgb
-            warped = cv2.warpAffine(layer, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        for i, (warped, box) in enumerate(_layers(ident, scene, cv, mouth, tint_arr)):
             al = warped[..., 3:4].astype(np.float32) / 255.0
             clean[i] = np.minimum((bg * (1 - al) + warped[..., :3].astype(np.float32) / 255.0 * al) * exposure, 1.0)
             masks[i] = warped[..., 4]
-            boxes[i] = _face_box(M, cv)
+            boxes[i] = box
     else:
         clean[:] = np.minimum(bg * (exposure or 1.0), 1.0)
     noise = rng.standard_normal((n, H, W, 3)).astype(np.float32) * (scene.noise_sigma / 255.0)

@@ -149,6 +149,10 @@ class Scene:
     """Mouth opening in [0, 1] per frame."""
     noise_sigma: float
     seed: int
+    person_width: int = 0
+    """Width of the part of the frame one person occupies, in pixels (0: the whole ``width``).
+    It sizes the face canvas and the sideways head motion; a two-person frame is two persons
+    wide (see :mod:`.pairs`)."""
 
 
 #: the :class:`Scene` fields that are the benchmark's video format, copied from :class:`SynthConfig`

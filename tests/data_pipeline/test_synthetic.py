@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
 
 def _truth(root: Path, ds: str) -> dict[str, dict[str, Any]]:
     return json.loads((root / ds / "synthetic_truth.json").read_text())
+
+
+def _two_person(root: Path, label: int) -> list[tuple[str, dict[str, Any]]]:
+    """The benchmark's two-person DFDC videos of ``label``, sorted."""
+    return [(v, e) for v, e in sorted(_truth(root, "dfdc").items()) if e["persons"] == 2 and e["label"] == label]
 
 
 def _videos(root: Path, ds: str) -> set[str]:
@@ -127,17 +133,19 @@ def test_truth_boxes_inside_frames(bench: tuple[Path, dict[str, Any]]) -> None:
     root, _ = bench
     for ds in syn.DATASETS:
         truth = _truth(root, ds)
-        vid = sorted(truth)[0]
-        info = probe(root / ds / vid)
-        assert (info.width, info.height, info.num_frames) == (TINY.width, TINY.height, TINY.num_frames)
-        assert info.has_audio
+        for vid in {sorted(truth)[0], max(truth, key=lambda v: truth[v].get("persons", 1))}:
+            info = probe(root / ds / vid)
+            width = TINY.width * truth[vid].get("persons", 1)  # two-person DFDC videos are twice as wide
+            assert (info.width, info.height, info.num_frames) == (width, TINY.height, TINY.num_frames)
+            assert info.has_audio
         for entry in truth.values():
-            boxes = np.array(entry["boxes"])
-            assert boxes.shape == (TINY.num_frames, 4)
-            assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
-            assert (boxes[:, 2] <= TINY.width).all() and (boxes[:, 3] <= TINY.height).all()
-            side = boxes[:, 3] - boxes[:, 1]
-            assert ((side > 0.3 * TINY.height) & (side < 0.75 * TINY.height)).all()
+            faces = [np.array(f["boxes"]) for f in entry.get("faces", [])] or [np.array(entry["boxes"])]
+            for boxes in faces + [np.array(entry["boxes"])]:
+                assert boxes.shape == (TINY.num_frames, 4)
+                assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+                assert (boxes[:, 2] <= TINY.width * entry.get("persons", 1)).all() and (boxes[:, 3] <= TINY.height).all()
+                side = boxes[:, 3] - boxes[:, 1]
+                assert ((side > 0.3 * TINY.height) & (side < 0.75 * TINY.height)).all()
 
 
 def test_deterministic_by_seed(bench: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -152,6 +160,8 @@ def test_deterministic_by_seed(bench: tuple[Path, dict[str, Any]], tmp_path: Pat
     truth = _truth(root, "ffpp")
     fake = next(v for v, e in sorted(truth.items()) if e["family"] == "face_swap")
     np.testing.assert_array_equal(read_frames(root / "ffpp" / fake), read_frames(again / "ffpp" / fake))
+    for vid, _ in (_two_person(root, 0)[0], _two_person(root, 1)[0]):  # two-person real and fake
+        np.testing.assert_array_equal(read_frames(root / "dfdc" / vid), read_frames(again / "dfdc" / vid))
     other = tmp_path / "other"
     syn.generate(other, syn.config_for_scale("tiny", seed=TINY.seed + 1, datasets=("dfdc",)), progress=None)
     assert _videos(other, "dfdc") != _videos(root, "dfdc")
@@ -238,3 +248,139 @@ def test_each_family_manipulates_only_its_signal() -> None:
         assert np.array_equal(audio, real.audio)
         assert diff[inside].mean() > 2.0, family
         assert diff[~inside].mean() < 0.5, family
+
+
+# ------------------------------------------------------------------ DFDC two-person videos
+
+
+def test_dfdc_truth_lists_faces(bench: tuple[Path, dict[str, Any]]) -> None:
+    """DFDC truth entries list one face per person (boxes to 0.1 px); a two-person fake has exactly
+    one fake face, both faces occur as the fake one; FF++ and Celeb-DF entries are unchanged."""
+    root, _ = bench
+    for ds in ("ffpp", "celebdf"):
+        assert all(set(e) == {"label", "family", "boxes", "group", "light"} for e in _truth(root, ds).values())
+    truth = _truth(root, "dfdc")
+    fake_faces = []
+    for vid, entry in truth.items():
+        faces = entry["faces"]
+        assert len(faces) == entry["persons"] in (1, 2)
+        assert probe(root / "dfdc" / vid).width == TINY.width * entry["persons"]
+        fakes = [k for k, f in enumerate(faces) if f["fake"]]
+        assert len(fakes) == entry["label"], vid  # reals: none; fakes: exactly one
+        for face in faces:
+            assert all(round(v, 1) == v for box in face["boxes"] for v in box)
+        if entry["persons"] == 2 and fakes:
+            fake_faces.append(fakes[0])
+            np.testing.assert_allclose(entry["boxes"], faces[fakes[0]]["boxes"], atol=0.051)
+        elif entry["persons"] == 1:
+            np.testing.assert_allclose(entry["boxes"], faces[0]["boxes"], atol=0.051)
+    assert sorted(set(fake_faces)) == [0, 1], "either face can be the fake one"
+    left, right = (np.array(f["boxes"]) for f in _two_person(root, 0)[0][1]["faces"])
+    assert (left[:, 2] < right[:, 0]).all(), "person 0 left of person 1, faces apart"
+
+
+def _box_masks(shape: tuple[int, ...], boxes: list[list[float]], grow: float = 0.0) -> np.ndarray:
+    """(N, H, W) bool: inside each frame's box, grown by ``grow`` x its side on every side."""
+    m = np.zeros(shape, bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        g = grow * (x1 - x0)
+        m[i, max(0, int(y0 - g)) : int(np.ceil(y1 + g)), max(0, int(x0 - g)) : int(np.ceil(x1 + g))] = True
+    return m
+
+
+def test_two_person_fake_changes_only_its_face(bench: tuple[Path, dict[str, Any]]) -> None:
+    """Decoded: a two-person fake differs from its original clearly inside the fake face's box and
+    only by codec noise inside the other face's box and away from both faces."""
+    root, _ = bench
+    fakes = _two_person(root, 1)
+    assert fakes
+    for vid, entry in fakes:
+        original = f"{vid.split('/')[0]}/{entry['group']}"
+        diff = np.abs(read_frames(root / "dfdc" / vid).astype(np.int16)
+                      - read_frames(root / "dfdc" / original).astype(np.int16)).mean(axis=-1)
+        faces = entry["faces"]
+        mad = [float(diff[_box_masks(diff.shape, f["boxes"])].mean()) for f in faces]
+        far = ~(_box_masks(diff.shape, faces[0]["boxes"], 0.25) | _box_masks(diff.shape, faces[1]["boxes"], 0.25))
+        fake, other = (0, 1) if faces[0]["fake"] else (1, 0)
+        if entry["family"] == "lip_sync_shift":  # the fake person's voice is shifted, the frames are not
+            assert max(mad) < 4.0 and not np.allclose(read_audio(root / "dfdc" / vid), read_audio(root / "dfdc" / original))
+            continue
+        assert mad[fake] > 5.0 and mad[fake] > 3 * mad[other], (vid, entry["family"], mad)
+        assert mad[other] < 4.0 and diff[far].mean() < 3.0, (vid, entry["family"], mad)
+
+
+def test_pair_families_touch_only_one_face() -> None:
+    """Before encoding, every family's two-person fake equals the real outside the manipulated
+    face's region (its box, grown by a quarter) and changes that face; lip sync shifts only that
+    person's voice."""
+    cfg = replace(TINY, num_frames=8)
+    rng = syn._rng(5, "pair")
+    idents = (syn.make_identity(rng), syn.make_identity(rng))
+    scenes, source, ll = syn.make_pair_scenes(rng, cfg), syn.make_identity(rng), syn.make_low_light(rng)
+    for k, family in enumerate(syn.FAMILIES):
+        face = k % 2
+        low = ll if family == "low_light" else None
+        views = syn.capture_pair(idents, scenes, low)
+        assert views[0].frames.shape == (8, cfg.height, 2 * cfg.width, 3)
+        frames, audio = syn.pair_fake(family, views, idents, scenes, face, syn._rng(6, family), source=source, low_light=low)
+        diff = np.abs(frames.astype(np.int16) - views[0].frames.astype(np.int16)).max(axis=-1)
+        region = _box_masks(diff.shape, views[face].boxes.tolist(), 0.25)
+        assert (diff[~region] == 0).all(), family
+        real_audio = syn.mix_voices([v.audio for v in views])
+        if family == "lip_sync_shift":
+            assert (diff == 0).all()
+            voices = [v.audio for v in views]
+            _, voices[face] = syn.apply_family(family, views[face], idents[face], scenes[face], syn._rng(6, family))
+            assert not np.array_equal(voices[face], views[face].audio)
+            np.testing.assert_array_equal(audio, syn.mix_voices(voices))  # the other voice is intact
+            assert not np.allclose(audio, real_audio)
+            continue
+        assert diff[region].mean() > 2.0, family
+        np.testing.assert_array_equal(audio, real_audio)
+
+
+@pytest.mark.parametrize("name", ["haar", "mtcnn"])
+def test_detectors_find_both_faces(bench: tuple[Path, dict[str, Any]], name: str) -> None:
+    """The faces of the two-person videos (decoded) are found, IoU >= 0.5 with the truth boxes, in
+    >= 95% of sampled frames: both faces of reals and fakes for Haar. MTCNN misses some
+    manipulated faces (colour-cast face swaps, in one-person fakes too), so it is held to both
+    faces of the reals and the intact face of the fakes."""
+    from data_pipeline.faces import create_detector
+
+    if name == "mtcnn":
+        pytest.importorskip("facenet_pytorch")
+    root, _ = bench
+    detector = create_detector(name)
+    for label in (0, 1):
+        hits = total = 0
+        for vid, entry in _two_person(root, label):
+            frames = read_frames(root / "dfdc" / vid)
+            faces = [f for f in entry["faces"] if name == "haar" or not f["fake"]]
+            for i in range(0, len(frames), 2 + label):
+                found = [np.array([b.x0, b.y0, b.x1, b.y1]) for b in detector.detect(frames[i])]
+                hits += all(max((_iou(f, np.array(face["boxes"][i])) for f in found), default=0.0) >= 0.5
+                            for face in faces)
+                total += 1
+        assert total >= 20 and hits / total >= 0.95, f"{name}: faces found in {hits}/{total} frames (label {label})"
+
+
+def test_other_layouts_do_not_depend_on_two_person_fraction(tmp_path: Path) -> None:
+    """FF++ and Celeb-DF plans and files (and DFDC's names and metadata) are the same whatever
+    ``dfdc_two_person_fraction`` is."""
+    from data_pipeline.synthetic.generation import _run_task
+    from data_pipeline.synthetic.layouts import _PLANNERS
+
+    cfgs = [replace(TINY, num_frames=4, dfdc_two_person_fraction=f) for f in (0.0, 1.0)]
+    for ds in syn.DATASETS:
+        (tasks_a, meta_a), (tasks_b, meta_b) = (_PLANNERS[ds](c, tmp_path / str(i) / ds) for i, c in enumerate(cfgs))
+        assert meta_a == meta_b
+        assert [t.persons for t in tasks_a] == [1] * len(tasks_a)
+        assert [t.persons for t in tasks_b] == [2 if ds == "dfdc" else 1] * len(tasks_b)
+        if ds == "dfdc":
+            assert [(t.real, t.fakes) for t in tasks_a] == [(t.real, t.fakes) for t in tasks_b]
+            continue
+        assert [replace(t, root="") for t in tasks_a] == [replace(t, root="") for t in tasks_b]
+        truths = [_run_task((tasks[0], c)) for tasks, c in ((tasks_a, cfgs[0]), (tasks_b, cfgs[1]))]
+        assert truths[0] == truths[1]
+        for rel in truths[0]:
+            assert (tmp_path / "0" / ds / rel).read_bytes() == (tmp_path / "1" / ds / rel).read_bytes()

@@ -51,7 +51,7 @@ def test_two_moving_faces_become_two_tracks_and_a_one_off_is_dropped() -> None:
 def test_face_labels_decide_on_the_difference() -> None:
     assert decide([12.0, 1.1]) == [1, 0]
     assert decide([9.0, 8.0]) == [1, 1]  # both faces swapped
-    assert decide([1.2, 0.9]) is None  # nothing differs: the caller keeps the video's label
+    assert decide([0.8, 0.5]) is None  # nothing differs beyond the codec noise: the caller keeps the video label
 
 
 class NoFaceOnProbes:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -148,6 +149,31 @@ def test_splits_in_several_runs_and_other_settings_refused(tmp_path: Path, tiny:
         run(PrepareConfig(**{**common, "size": 48}, splits=["val"]))
     with pytest.raises(ConfigError, match="other settings"):
         run(PrepareConfig(**{**common, "max_videos": 3}, splits=["val"]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch not installed")
+def test_mtcnn_runs_as_an_actor_stage_built_once(tmp_path: Path, tiny: Path, ray_local: None) -> None:
+    """The CNN detector is an actor stage: one actor detects for every video of every shard and
+    builds its model once; two-person DFDC videos give rows for both faces."""
+    lines: list[str] = []
+    summary = run(PrepareConfig(dataset="dfdc", root=str(tiny / "dfdc"), out=str(tmp_path / "o"), size=32,
+                                clips_per_video=3, videos_per_shard=2, splits=["train"], max_videos=8,
+                                detector="mtcnn", detector_actors=1, detect_batch_videos=2), log=lines.append)
+    assert summary["videos"]["used"] >= 6 and len(summary["shards"]) >= 3
+    actor_line = next(line for line in lines if "face detection ran in" in line)
+    assert "1 actor process(es)" in actor_line and "built 1 detector(s)" in actor_line, actor_line
+    assert next(line for line in lines if "face detection:" in line).startswith("[prepare] face detection: 1 mtcnn actor")
+    rows = [r for f in list_complete_shards(tmp_path / "o")
+            for r in read_rows(f, columns=["video_id", "face_index", "label", "original"])]
+    faces = {}
+    for r in rows:
+        faces.setdefault(r["video_id"], set()).add(r["face_index"])
+    truth = json.loads((tiny / "dfdc" / "synthetic_truth.json").read_text())
+    persons = {vid: len(truth[vid].get("faces", [None])) for vid in faces}
+    assert all(len(seen) <= persons[vid] for vid, seen in faces.items())
+    two = [vid for vid in faces if persons[vid] == 2]
+    assert two and sum(len(faces[vid]) == 2 for vid in two) >= 0.75 * len(two)  # MTCNN on 3 clips per video
+    assert all(r["original"] for r in rows if r["label"] == 1 and len(faces[r["video_id"]]) == 2)
 
 
 # --------------------------------------------------------------------------- kill and resume
@@ -350,3 +376,54 @@ def test_synthetic_benchmark_is_learnable_from_its_shards(tmp_path: Path, ray_lo
           + ", ".join(f"{k} {v:.2f}" for k, v in aucs.items()))
     assert set(aucs) == set(synthetic.FAMILIES)
     assert min(aucs.values()) > 0.6, aucs
+
+
+# --------------------------------------------------------------------------- a real face, end to end
+
+
+@pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch not installed")
+def test_real_photograph_video_is_prepared_with_mtcnn_and_predicted(tmp_path: Path, ray_local: None, capsys) -> None:
+    """A 720p H.264 video of a real photograph (matplotlib's portrait, moving and scaled) in a DFDC
+    layout: ``auto`` picks MTCNN for real videos, every clip's crop holds the annotated face, and
+    ``predict`` scores the video from the prepared clip settings."""
+    from ray_jobs.predict import main as predict_main
+    from ray_jobs.storage import Storage
+    from tests.ray_jobs.test_predict import NAME, write_member
+    from tests.real_face import Motion, make_real_face_video
+
+    part = tmp_path / "dfdc" / "dfdc_train_part_0"
+    video = make_real_face_video(part / "grace.mp4", Motion(fps=8, seconds=3.0), audio=True)
+    (part / "metadata.json").write_text(json.dumps({"grace.mp4": {"label": "REAL", "split": "train", "original": None}}))
+    lines: list[str] = []
+    out = tmp_path / "shards"
+    summary = run(PrepareConfig(dataset="dfdc", root=str(tmp_path / "dfdc"), out=str(out), size=64, clips_per_video=4,
+                                reader={"val_fraction": 0.0, "test_fraction": 0.0}), log=lines.append)
+    assert "[prepare] detector auto -> mtcnn" in lines and summary["videos"]["used"] == 1
+    rows = [r for f in list_complete_shards(out) for r in read_rows(f, columns=["face_index", "face_box", "clip_index"])]
+    assert len(rows) == 4 and {r["face_index"] for r in rows} == {0}
+    from data_pipeline.faces import Box
+    from data_pipeline.video import sample_clip_starts
+
+    starts = sample_clip_starts(len(video.boxes), 4, 4)
+    for r in rows:  # the face inside each clip's crop square (1.6x the face box) is the annotated face
+        x0, y0, x1, y1 = r["face_box"]
+        side, cx, cy = (x1 - x0) / 1.6, (x0 + x1) / 2, (y0 + y1) / 2
+        truth = video.boxes[starts[r["clip_index"]] + 1]
+        assert Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2).iou(truth) >= 0.5, (r, truth)
+    storage = Storage(str(tmp_path / "runs"))
+    write_member(storage, "cm", "ffpp")
+    # an ensemble of one member, with the clip settings this folder was prepared with
+    from ray_jobs.config import StageChain
+    from ray_jobs.layout import ensemble_parts
+    from ray_jobs.members import discover_members
+    from specialists.ensemble import fit_ensemble
+
+    members = discover_members(storage, NAME, StageChain.load())
+    rng = np.random.default_rng(0)
+    ens = fit_ensemble({"cm": rng.uniform(size=40)}, (np.arange(40) % 2),
+                       extra={"checkpoints": {m.specialist: m.record() for m in members},
+                              "clips": {"clips_per_video": 4, "margin": 0.3, "detector": "mtcnn"}})
+    storage.write_json(ens.to_dict(), *ensemble_parts(NAME))
+    assert predict_main([str(video.path), "--storage-path", storage.uri, "--name", NAME, "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["face_found"] and len(result["faces"]) == 1 and result["prob_fake"] == result["faces"][0]["prob_fake"]
