@@ -198,9 +198,16 @@ def clip_rows(row: ManifestRow, decoded: DecodedClips, detections: list[list[lis
     labels, note = label_faces(row, decoded, filled, endpoint)
     if note:
         notes.append(note)
+    # in training, an unchanged face of a fake repeats its original's clips: left out (val and test
+    # keep every face, so that a video is scored as a user's video would be)
+    skip = {f for f, label in enumerate(labels) if row.split == "train" and row.label == 1 and label == 0}
+    if skip:
+        notes.append(f"unchanged face(s) {sorted(skip)} of a training fake left out")
     manifest = row.to_dict()
     rows = []
     for face, (boxes, label) in enumerate(zip(filled, labels)):
+        if face in skip:
+            continue
         for k, (frames, box) in enumerate(zip(decoded.frames, boxes)):
             crops, crop_box = crop_face(frames, box, cfg.size, cfg.margin)
             crops = apply_filter(crops, cfg.preprocessing)

@@ -7,8 +7,9 @@ this does the same: each face track's mean absolute grey-level difference to the
 its boxes, on the middle frame of every clip, less the difference outside every face (the noise of
 two separate encodes, higher in dark videos). A face is fake when that difference is at least
 :data:`MIN_DIFF` and at least :data:`RELATIVE` x the largest face's difference; the unchanged
-faces of a fake are labelled **real** (0) and kept: their crops are what the original shows, and
-scoring a video takes the maximum over its faces, so the video stays fake.
+faces of a fake are labelled **real** (0): their crops are what the original shows, and scoring a
+video takes the maximum over its faces, so the video stays fake (:func:`.clips.clip_rows` leaves
+them out of training shards, where they would repeat the original's clips).
 
 Faces of a fake are all labelled fake (the video's label) when the fake has one face, has no
 known original, the original cannot be read or has another picture size, or no face differs

@@ -10,7 +10,7 @@ from ray_jobs.config import ConfigError, TrainConfig
 from ray_jobs.plan import Job
 
 TRAIN_COLUMNS = list(MODEL_INPUT_COLUMNS)
-TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id"]
+TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id", "face_index"]
 
 
 def configure_ray_data(preserve_order: bool = False) -> None:

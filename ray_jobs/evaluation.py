@@ -217,6 +217,9 @@ def split_files(cfg: EvaluateConfig, folders: Sequence[FsPath]) -> tuple[list[Fs
 
 def check_shards(cfg: EvaluateConfig, files: Sequence[FsPath], fmt: dict[str, Any], members: Sequence[Member]) -> list[str]:
     """Refuse shards whose clips the checkpoints cannot read; the notes of the report."""
+    if files and "face_index" not in pq.read_schema(files[0].path, filesystem=files[0].fs).names:
+        raise ConfigError(f"{files[0].parent}: shards prepared before face tracks (no face_index column); "
+                          "prepare them again")
     shapes, kinds = shard_format(files)
     want = (fmt["num_frames"], fmt["image_size"])
     if shapes != {want}:

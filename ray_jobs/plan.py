@@ -157,6 +157,10 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
         print(f"[plan] stage {stage.name}: {len(chunk_ids)} data chunk(s) for {stage.chunks} planned: "
               f"training {len(train_files)} chunk(s)", file=sys.stderr)
         stage = stage.replace(chunks=len(train_files))
+    first = FsPath.of(train_all[0], cfg.s3_endpoint)
+    if "face_index" not in pq.read_schema(first.path, filesystem=first.fs).names:
+        raise ConfigError(f"stage {stage.name}: the shards in {folder} were prepared before face tracks "
+                          "(no face_index column); prepare them again")
     num_frames, size = _clip_shape(train_all, cfg.s3_endpoint)
     counted = [_count_labels(files, cfg.s3_endpoint) for files in train_files]
     counts = [c for c, _ in counted]

@@ -301,6 +301,17 @@ def _ensemble_section(metrics: dict) -> list[str]:
     return lines
 
 
+def _faces_line(faces: dict) -> list[str]:
+    """Fakes showing several faces against one-face fakes of the same families (ensemble video AUC)."""
+    if not faces:
+        return []
+    one, several = faces["one_face"], faces["several_faces"]
+    return [f"**Several faces** ({', '.join(faces['datasets'])}; video probability = the maximum over the faces): "
+            f"ensemble video AUC {fmt(several['video_auc'])} on {several['fake_videos']} fakes showing two or more "
+            f"faces, {fmt(one['video_auc'])} on {one['fake_videos']} one-face fakes of the same families "
+            f"({', '.join(faces['families'])}), each against {one['real_videos']} real videos.", ""]
+
+
 def format_evaluate_report(metrics: dict) -> str:
     """The Markdown report of an evaluation (``metrics`` as written to ``metrics.json``)."""
     e = metrics["ensemble"]
@@ -314,6 +325,7 @@ def format_evaluate_report(metrics: dict) -> str:
         f"**Ensemble:** video AUC {fmt(e['video_auc'])}, frame AUC {fmt(e['frame_auc'])}, log loss {fmt(e['log_loss'])} "
         f"(uncalibrated {fmt(e['log_loss_uncalibrated'])}), EER {fmt(e['eer'])}, accuracy real/fake "
         f"{fmt(e['acc_real'])}/{fmt(e['acc_fake'])}.", "",
+        *_faces_line(metrics.get("faces_auc") or {}),
         *_evaluate_tables(metrics),
         *_ensemble_section(metrics),
         "", f"![ROC]({layout.ROC_PNG})", "", f"![reliability]({layout.RELIABILITY_PNG})", "", f"![families]({layout.FAMILY_AUC_PNG})", "",

@@ -96,8 +96,10 @@ class PrepareConfig:
     """Face-detector actors (``None``: one per GPU on a GPU cluster, else one)."""
     detector_gpus: float | None = None
     """GPUs per detector actor (``None``: 1 on a GPU cluster, else 0)."""
-    detector_cpus: float = 1.0
-    """CPUs per detector actor (also its torch threads)."""
+    detector_cpus: float | None = None
+    """CPUs per detector actor (also its torch threads; at least 1). ``None``: 1 on a GPU cluster,
+    else 0: on CPUs the actor shares them with the decoding tasks (reserving one for a detector that
+    waits for frames most of the time would halve decoding on a small machine)."""
     detect_batch_videos: int = 4
     """Videos per detector call: their probe frames go through the detector together."""
     audio: bool = True
@@ -398,12 +400,13 @@ def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=Tr
     return summary
 
 
-def _detector_resources(cfg: PrepareConfig, cluster: dict[str, float]) -> tuple[int, float]:
-    """``(detector actors, GPUs per actor)``: one actor per GPU on a GPU cluster, else one."""
+def _detector_resources(cfg: PrepareConfig, cluster: dict[str, float]) -> tuple[int, float, float]:
+    """``(detector actors, GPUs, CPUs per actor)``: one actor per GPU on a GPU cluster, else one."""
     gpus = float(cluster.get("GPU", 0.0))
     per_actor = cfg.detector_gpus if cfg.detector_gpus is not None else (1.0 if gpus >= 1 else 0.0)
     actors = cfg.detector_actors or (max(1, int(gpus // per_actor)) if per_actor > 0 else 1)
-    return actors, per_actor
+    cpus = cfg.detector_cpus if cfg.detector_cpus is not None else (1.0 if per_actor > 0 else 0.0)
+    return actors, per_actor, cpus
 
 
 def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint: str, log) -> None:
@@ -415,16 +418,16 @@ def _run_ray(cfg: PrepareConfig, todo: list[ShardPlan], out: FsPath, fingerprint
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     clip = cfg.clip_config().to_dict()
-    actors, gpus = _detector_resources(cfg, ray.cluster_resources())
-    log(f"[prepare] face detection: {actors} {cfg.detector} actor(s), {gpus:g} GPU and {cfg.detector_cpus:g} CPU each")
+    actors, gpus, cpus = _detector_resources(cfg, ray.cluster_resources())
+    log(f"[prepare] face detection: {actors} {cfg.detector} actor(s), {gpus:g} GPU and {cpus:g} CPU each")
     items = [{"shard": p.name, "videos": json.dumps([r.to_dict() for r in p.rows])} for p in todo]
     ds = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .flat_map(decode_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
         .map_batches(DetectStage, fn_constructor_kwargs={"clip": clip, "use_gpu": gpus > 0,
-                                                         "torch_threads": max(1, int(cfg.detector_cpus))},
+                                                         "torch_threads": max(1, int(cpus))},
                      batch_size=cfg.detect_batch_videos, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
-                     num_cpus=cfg.detector_cpus)
+                     num_cpus=cpus)
         .map(crop_stage, fn_kwargs={"clip": clip, "endpoint": cfg.s3_endpoint}, num_cpus=1)
         .map_batches(ShardWriter, fn_constructor_kwargs={"out_dir": str(out), "fingerprint": fingerprint,
                                                          "endpoint": cfg.s3_endpoint},

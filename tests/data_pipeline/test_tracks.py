@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_every_face_is_tracked_and_labelled_on_the_synthetic_benchmark(
         pytest.importorskip("facenet_pytorch")
     cfg = ClipConfig(size=32, clip_len=4, clips_per_video=8, detector=detector, audio=None)
     det = cfg.make_detector()
-    covered, frames, labels_ok, labelled, two_person = 0.0, 0, 0, 0, 0
+    covered, frames, labels_ok, labelled, two_person, left_out = 0.0, 0, 0, 0, 0, 0
     for ds in datasets:
         truth = json.loads((tiny_benchmark / ds / "synthetic_truth.json").read_text())
         for row in read_manifest(ds, tiny_benchmark / ds):
@@ -101,9 +102,13 @@ def test_every_face_is_tracked_and_labelled_on_the_synthetic_benchmark(
                 continue
             decoded = decode_video(row, cfg)
             detections = detect_faces(decoded, det, cfg.probes)
-            result = clip_rows(row, decoded, detections, cfg)
+            result = clip_rows(dataclasses.replace(row, split="test"), decoded, detections, cfg)  # every face kept
             tracks = face_tracks(detections, cfg.max_faces, cfg.min_coverage)
             label_of = {r["face_index"]: int(r["label"]) for r in result.rows}
+            if row.label == 1 and 0 in label_of.values():  # in training, the unchanged face is left out
+                trained = clip_rows(dataclasses.replace(row, split="train"), decoded, detections, cfg)
+                assert {r["face_index"] for r in trained.rows} == {f for f, y in label_of.items() if y == 1}
+                left_out += 1
             faces = _truth_faces(truth[row.video_id])
             two_person += len(faces) == 2
             n = sum(len(i) for i in decoded.indices)
@@ -118,4 +123,4 @@ def test_every_face_is_tracked_and_labelled_on_the_synthetic_benchmark(
     print(f"{detector}: faces covered in {rate:.3f} of {frames} frames; fake-video face labels {labels_ok}/{labelled}")
     assert rate >= 0.95
     if two_person:
-        assert labelled and labels_ok >= 0.95 * labelled
+        assert labelled and labels_ok >= 0.95 * labelled and left_out

@@ -179,3 +179,24 @@ def test_each_checkpoint_scores_its_own_filter_from_resize_shards(tmp_path):
     np.testing.assert_allclose(derived["prob_tm"], direct["prob_tm"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(derived["prob_cm"], as_is["prob_cm"], rtol=1e-5, atol=1e-6)
     assert not np.allclose(as_is["prob_tm"], direct["prob_tm"])
+
+
+def test_video_scores_take_the_maximum_face_and_report_several_face_fakes():
+    """Rows of several faces: a video's probability is its top face's, its label fake when any face
+    is, and the several-face fakes are scored against one-face fakes of the same family."""
+    from ray_jobs.video_metrics import _faces_auc, video_scores
+    from specialists.ensemble import AggregationConfig
+
+    # v1: real, one face; v2: fake, one face; v3: fake with a real face 0 and a fake face 1; v4: real, two faces
+    cols = {"video_id": np.array(["v1", "v2", "v2", "v3", "v3", "v3", "v3", "v4", "v4"]),
+            "dataset": np.array(["dfdc"] * 9), "method": np.array(["real", "swap", "swap", "swap", "swap", "swap",
+                                                                    "swap", "real", "real"]),
+            "label": np.array([0, 1, 1, 0, 0, 1, 1, 0, 0]), "face_index": np.array([0, 0, 0, 0, 0, 1, 1, 0, 1]),
+            "prob_cm": np.array([0.2, 0.7, 0.9, 0.1, 0.3, 0.6, 0.8, 0.3, 0.1])}
+    s = video_scores(cols, ["cm"], AggregationConfig())
+    assert list(s.videos) == ["dfdc:v1", "dfdc:v2", "dfdc:v3", "dfdc:v4"]
+    assert list(s.video_labels) == [0, 1, 1, 0] and list(s.video_faces) == [1, 1, 2, 2]
+    np.testing.assert_allclose(s.video_probs[:, 0], [0.2, 0.8, 0.7, 0.3])
+    faces = _faces_auc(s.video_probs[:, 0], s)
+    assert faces["families"] == ["swap"] and faces["one_face"]["fake_videos"] == 1
+    assert faces["several_faces"]["video_auc"] == 1.0 and faces["several_faces"]["real_videos"] == 2

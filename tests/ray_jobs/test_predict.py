@@ -166,3 +166,20 @@ def test_a_retrained_checkpoint_needs_a_refit(runs, tmp_path):
     write_member(copy, "cm", "ffpp", seed=5)  # the same place, a new checkpoint
     with pytest.raises(CheckpointError, match="changed since the ensemble was fitted"):
         Interceptor.load(copy, NAME)
+
+
+def test_predict_scores_every_face_and_takes_the_maximum(runs, tiny_benchmark, capsys):
+    """A two-person DFDC fake of the synthetic benchmark: one entry per face, and the video's
+    probability (and verdict) is its most suspicious face's."""
+    truth = json.loads((tiny_benchmark / "dfdc" / "synthetic_truth.json").read_text())
+    vid = next(k for k, v in sorted(truth.items()) if v.get("persons") == 2 and v["label"] == 1)
+    rc, out, err = _run(capsys, [str(tiny_benchmark / "dfdc" / vid), "--storage-path", runs.uri, "--name", NAME, "--quiet"])
+    assert rc == 0, err
+    result = json.loads(out.splitlines()[-1])
+    faces = result["faces"]
+    assert [f["face_index"] for f in faces] == [0, 1] and all(f["clips"] == 4 for f in faces)
+    assert result["clips"] == 8 and result["prob_fake"] == max(f["prob_fake"] for f in faces)
+    top = max(faces, key=lambda f: f["prob_fake"])
+    assert result["specialists"] == top["specialists"] and set(top["specialists"]) == {"cm", "tm", "av"}
+    left, right = sorted(faces, key=lambda f: f["box"][0])
+    assert left["box"][2] <= right["box"][0] + 0.5 * (right["box"][2] - right["box"][0])  # two different people
