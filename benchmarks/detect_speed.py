@@ -21,9 +21,11 @@ of its decode-only row, i.e. the share of throughput left once detection is adde
 * ``DFDC winner (all frames, 0.5x, batch 32)``: the winner's preprocessing (selimsef): MTCNN
   (thresholds 0.85/0.95/0.95) on EVERY frame resized to half, in batches of 32. Detection is timed
   on the first ``--winner-frames`` frames (0: all) and its per-frame cost added to decode-all's.
-* ``prepare, mtcnn as a Ray Data actor stage``: the whole ``interceptor prepare`` (decode tasks, the
-  MTCNN actor, crop tasks, the shard writer) on 8 copies of the video, local Ray with 2 CPUs
-  (:func:`time_ray_actor_stage`): the only row that uses both CPUs at once.
+* ``decode tasks + mtcnn actor stage``: the preparation's decoding tasks and its MTCNN actor stage
+  alone (Ray Data, 16 copies of the video, local Ray of 2 CPUs, steady state; :func:`time_ray_detection`).
+* ``whole prepare with the mtcnn actor stage``: all of ``interceptor prepare`` (decode tasks, the
+  MTCNN actor, crop + the dfdc stage filter ``clahe_bilateral`` at 224 px, the shard writer) on 16
+  copies, steady state (:func:`time_ray_actor_stage`). These two rows use both CPUs at once; the others one process.
 """
 
 from __future__ import annotations
@@ -105,10 +107,11 @@ def winner_seconds_per_frame(path: Path, max_frames: int) -> tuple[float, int]:
     return (time.perf_counter() - t0 + resize_s) / len(halves), len(halves)
 
 
-def time_ray_actor_stage(path: Path, videos: int = 8) -> float:
+def time_ray_actor_stage(path: Path, videos: int = 16) -> float:
     """Seconds per video of ``interceptor prepare`` on ``videos`` copies of ``path`` (a DFDC layout),
     with MTCNN as its Ray Data actor stage (one actor) on a local Ray of 2 CPUs: decoding and cropping
-    run as tasks next to the actor, so this row uses both CPUs at once (Ray's start excluded)."""
+    run as tasks next to the actor, so this row uses both CPUs at once. Steady state: timed from the
+    first shard written to the end (Ray's, the actor's and the workers' start excluded)."""
     import json
 
     from ray_jobs.cluster import init_ray
@@ -126,9 +129,36 @@ def time_ray_actor_stage(path: Path, videos: int = 8) -> float:
         cfg = PrepareConfig(dataset="dfdc", root=str(Path(tmp) / "dfdc"), out=str(Path(tmp) / "shards"),
                             detector="mtcnn", detector_actors=1, videos_per_shard=2,
                             reader={"val_fraction": 0.0, "test_fraction": 0.0})
-        start = time.perf_counter()
-        run(cfg, log=lambda _msg: None)
-        return (time.perf_counter() - start) / videos
+        shards_done: list[float] = []
+        run(cfg, log=lambda msg: shards_done.append(time.perf_counter()) if msg.startswith("[prepare] shard ") else None)
+        end = time.perf_counter()
+        return (end - shards_done[0]) / (videos - 2)  # steady state: from the first shard (2 videos) to the end
+
+
+def time_ray_detection(path: Path, videos: int = 16) -> float:
+    """Seconds per video of the preparation's first two Ray Data stages alone on ``videos`` copies of
+    ``path``: decoding tasks then the MTCNN actor stage (one actor sharing the 2 CPUs), rows consumed
+    and dropped (no crop, filter or shard write). Steady state: from the first video out to the last."""
+    import json
+
+    import ray
+
+    from data_pipeline.prepare_stages import DetectStage, decode_stage
+    from data_pipeline.sources.manifest import ManifestRow
+    from ray_jobs.cluster import init_ray
+
+    init_ray(None, 2)
+    clip = ClipConfig(detector="mtcnn").to_dict()
+    rows = [ManifestRow(f"v{i}.mp4", str(path.resolve()), "dfdc", 0, "real", f"v{i}", "train").to_dict()
+            for i in range(videos)]
+    items = [{"shard": f"s{i}", "videos": json.dumps(rows[i:i + 2])} for i in range(0, videos, 2)]
+    ds = (ray.data.from_items(items, override_num_blocks=len(items))
+          .flat_map(decode_stage, fn_kwargs={"clip": clip}, num_cpus=1)
+          .map_batches(DetectStage, fn_constructor_kwargs={"clip": clip, "torch_threads": 1}, batch_size=4,
+                       compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0))
+    times = [time.perf_counter() for row in ds.select_columns(["detections"]).iter_rows() if row["detections"]]
+    assert len(times) == videos, f"{len(times)} of {videos} videos detected"
+    return (times[-1] - times[0]) / (videos - 1)  # steady state: from the first video out to the last
 
 
 def measure(path: Path, repeats: int, winner_frames: int, mtcnn: bool) -> list[tuple[str, float | None, str]]:
@@ -155,7 +185,8 @@ def measure(path: Path, repeats: int, winner_frames: int, mtcnn: bool) -> list[t
         per_frame, timed = winner_seconds_per_frame(path, winner_frames)
         rows.append((f"DFDC winner: mtcnn all frames 0.5x, batch {WINNER_BATCH} ({timed} timed)",
                      dec_all + per_frame * decoded.info.num_frames, "decode all frames"))
-        rows.append(("prepare, mtcnn as a Ray Data actor stage (2 CPUs)", time_ray_actor_stage(path), CLIPS))
+        rows.append(("decode tasks + mtcnn actor stage (Ray Data, 2 CPUs)", time_ray_detection(path), CLIPS))
+        rows.append(("whole prepare with the mtcnn actor stage (2 CPUs)", time_ray_actor_stage(path), CLIPS))
     return rows
 
 

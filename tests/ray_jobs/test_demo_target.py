@@ -1,4 +1,5 @@
-"""``make demo``'s target: every specialist's final-stage test AUC above 0.8, as the demo reports it.
+"""``make demo``'s targets: every specialist's final-stage test AUC above 0.8, as the demo reports it,
+and two-person DFDC fakes scored within 0.05 (ensemble video AUC) of one-person fakes of the same families.
 
 The whole demo takes about 10 minutes on 2 CPUs, so this test runs only when asked:
 ``make test-demo`` (``INTERCEPTOR_DEMO_TEST=1 pytest tests/ray_jobs/test_demo_target.py``).
@@ -45,3 +46,8 @@ def test_demo_puts_every_specialist_above_the_target(tmp_path):
     # the train report and the ensemble evaluation are written next to it
     assert (out / "runs" / "demo" / "reports" / "train_report.md").is_file()
     assert (out / "evaluation" / "report.md").is_file() and summary["ensemble"]
+    # two-person DFDC fakes are scored about as well as one-person fakes of the same families
+    faces = summary["ensemble"]["faces_auc"]
+    gap = abs(faces["several_faces"]["video_auc"] - faces["one_face"]["video_auc"])
+    assert faces["several_faces"]["fake_videos"] >= 20 and gap <= 0.05, faces
+    assert any(line.startswith("[demo] dfdc fakes showing two or more faces") for line in proc.stdout.splitlines())
