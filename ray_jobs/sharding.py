@@ -367,12 +367,9 @@ def check_inputs(cfg: PrepareConfig) -> None:
 def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run the preparation; returns the summary (also written to ``<out>/summary.json``)."""
     start = time.perf_counter()
+    cfg.clip_config().make_detector()  # a bad detector setting fails here, in one line
     check_inputs(cfg)
     root = resolve_root(cfg)
-    if cfg.detector == AUTO_DETECTOR:
-        cfg = dataclasses.replace(cfg, detector=auto_detector(root))
-        log(f"[prepare] detector auto -> {cfg.detector}")
-    cfg.clip_config().make_detector()  # a bad detector setting fails here, in one line
     out = cfg.out_dir()
     manifest = read_manifest(cfg.dataset, root, **cfg.reader)
     if not manifest:
@@ -381,6 +378,10 @@ def run(cfg: PrepareConfig, log=lambda msg: print(msg, file=sys.stderr, flush=Tr
     if not rows:
         raise ConfigError(f"{root}: no videos in the selected splits {cfg.splits}"
                           + (f" and chunks {cfg.chunks}" if cfg.chunks is not None else ""))
+    if cfg.detector == AUTO_DETECTOR:
+        cfg = dataclasses.replace(cfg, detector=auto_detector(root))
+        cfg.clip_config().make_detector()
+        log(f"[prepare] detector auto -> {cfg.detector}")
     fingerprint = _fingerprint(cfg, root)
     _check_out_dir(out, fingerprint)
     digest = json.dumps(fingerprint, sort_keys=True)

@@ -169,10 +169,12 @@ def test_mtcnn_runs_as_an_actor_stage_built_once(tmp_path: Path, tiny: Path, ray
     for r in rows:
         faces.setdefault(r["video_id"], set()).add(r["face_index"])
     truth = json.loads((tiny / "dfdc" / "synthetic_truth.json").read_text())
-    persons = {vid: len(truth[vid].get("faces", [None])) for vid in faces}
-    assert all(len(seen) <= persons[vid] for vid, seen in faces.items())
-    two = [vid for vid in faces if persons[vid] == 2]
-    assert two and sum(len(faces[vid]) == 2 for vid in two) >= 0.75 * len(two)  # MTCNN on 3 clips per video
+    # in train shards a two-person real keeps both faces, a two-person fake only its manipulated one
+    expected = {vid: 1 if truth[vid]["label"] else len(truth[vid].get("faces", [None])) for vid in faces}
+    assert all(len(seen) <= expected[vid] for vid, seen in faces.items())
+    two = [vid for vid in faces if len(truth[vid].get("faces", [None])) == 2]
+    assert two and sum(len(faces[vid]) == expected[vid] for vid in two) >= 0.75 * len(two)  # MTCNN, 3 clips
+    assert all(r["label"] == 1 for r in rows if truth[r["video_id"]]["label"])  # the unchanged face left out
     assert all(r["original"] for r in rows if r["label"] == 1 and len(faces[r["video_id"]]) == 2)
 
 
