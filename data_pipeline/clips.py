@@ -10,7 +10,8 @@ loads its CNN once) and inference runs in sequence (:func:`extract_clips`):
    searched again on every decoded frame;
 3. :func:`clip_rows`: every face (up to ``max_faces`` face tracks, :func:`.tracks.face_tracks`)
    gets its clips: a square margin crop resized to the stage size S and the stage filter
-   (:func:`.filters.apply_filter`), one row per (face, clip) in the shard schema
+   (:func:`.filters.apply_filter`), the clip's codec-grid patch (:mod:`.grid`) and the face's AV
+   sync curves (:mod:`.sync`), one row per (face, clip) in the shard schema
    (:func:`.shards.make_row`, with the track's ``face_index``). A fake with a known original and
    several faces labels each face by whether it differs from the original (:mod:`.face_labels`).
 
@@ -32,8 +33,10 @@ from .face_labels import label_faces
 from .faces import Box, FaceDetector, create_detector, crop_face
 from .filesystems import FsPath
 from .filters import Preprocessing, apply_filter, parse_preprocessing
+from .grid import ALIGN, grid_patch
 from .shards import make_row
 from .sources.manifest import ManifestRow
+from .sync import SyncConfig, mouth_features, sync_curves, sync_window
 from .tracks import DEFAULT_MAX_FACES, DEFAULT_MIN_COVERAGE, face_tracks, fill_missing, probe_indices
 from .video import DecodedClips, VideoError, decode_clips
 
@@ -67,6 +70,9 @@ class ClipConfig:
         max_faces: face tracks kept per video (most seen first).
         min_coverage: share of a video's clips a face must be detected in to be kept.
         audio: log-mel settings of the per-clip audio window, or ``None`` for no audio.
+        grid_size: side G of the codec-grid patch of each clip's centre frame (:mod:`.grid`; a
+            multiple of 16, CM's input).
+        sync: AV sync settings (:mod:`.sync`), or ``None`` for no sync curves (needs ``audio``).
     """
 
     size: int = 224
@@ -81,11 +87,17 @@ class ClipConfig:
     max_faces: int = DEFAULT_MAX_FACES
     min_coverage: float = DEFAULT_MIN_COVERAGE
     audio: AudioConfig | None = field(default_factory=AudioConfig)
+    grid_size: int = 64
+    sync: SyncConfig | None = field(default_factory=SyncConfig)
 
     def __post_init__(self) -> None:
         self.preprocessing = parse_preprocessing(self.preprocessing)
         if isinstance(self.audio, Mapping):
             self.audio = AudioConfig(**self.audio)
+        if isinstance(self.sync, Mapping):
+            self.sync = SyncConfig(**self.sync)
+        if self.grid_size < ALIGN or self.grid_size % ALIGN:
+            raise ValueError(f"ClipConfig.grid_size must be a positive multiple of {ALIGN}, got {self.grid_size}")
         for name in ("size", "clip_len", "clips_per_video", "stride", "probes", "max_faces"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ClipConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -129,7 +141,8 @@ def decode_video(row: ManifestRow, cfg: ClipConfig, endpoint: str | None = None)
     """Step 1: the clips of ``row``'s video (``row.path`` may be an ``s3://`` URI; ``endpoint``: a
     custom S3 endpoint): raises :class:`SkipVideo` with the :class:`.video.VideoError` reason."""
     try:
-        return decode_clips(FsPath.of(row.path, endpoint), cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio)
+        return decode_clips(FsPath.of(row.path, endpoint), cfg.clip_len, cfg.clips_per_video, cfg.stride, cfg.audio,
+                            cfg.sync)
     except VideoError as exc:
         raise SkipVideo(exc.reason, exc.detail) from None
 
@@ -208,13 +221,32 @@ def clip_rows(row: ManifestRow, decoded: DecodedClips, detections: list[list[lis
     for face, (boxes, label) in enumerate(zip(filled, labels)):
         if face in skip:
             continue
+        sync = face_sync(decoded, boxes, cfg.sync)
         for k, (frames, box) in enumerate(zip(decoded.frames, boxes)):
             crops, crop_box = crop_face(frames, box, cfg.size, cfg.margin)
+            grid = grid_patch(frames[len(frames) // 2], box.as_list(), cfg.grid_size)  # before the filter
             crops = apply_filter(crops, cfg.preprocessing)
             audio = decoded.audio[k] if decoded.audio is not None else None
             rows.append(make_row({**manifest, "label": label}, k, crops, audio, crop_box, cfg.preprocessing.value,
-                                 face_index=face))
+                                 face_index=face, grid=grid, sync=None if sync is None else sync[k]))
     return ClipResult(rows, notes, len(tracks))
+
+
+def face_sync(decoded: DecodedClips, boxes: list[Box], cfg: SyncConfig | None) -> list[np.ndarray] | None:
+    """One face's sync curves (:func:`.sync.sync_curves`), one per clip, or ``None`` without sync
+    settings, audio or kept grey frames. The face box of a frame between clips is interpolated
+    between the clips' boxes (held beyond the first and last clip)."""
+    if cfg is None or decoded.audio_track is None or not decoded.grey:
+        return None
+    fps = decoded.info.fps if decoded.info.fps > 0 else 25.0
+    centres = np.array([(t0 + t1) / 2 for t0, t1 in decoded.times])
+    coords = np.array([b.as_list() for b in boxes], dtype=np.float64)
+    kept = np.array(sorted(decoded.grey))
+    per_frame = np.stack([np.interp(kept / fps, centres, coords[:, j]) for j in range(4)], axis=1)
+    idx, feats = mouth_features(decoded.grey, decoded.grey_scale, dict(zip(kept.tolist(), per_frame)))
+    duration = decoded.info.num_frames / fps
+    return [sync_curves(idx / fps, feats, decoded.audio_track, decoded.audio_cols_per_s,
+                        sync_window(c, duration, cfg), cfg) for c in centres]
 
 
 def extract_clips_with_notes(

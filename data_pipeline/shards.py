@@ -22,6 +22,11 @@ size           int32             S
 audio          binary            float32 log-mel ``(n_mels, n_steps)``, C order; b"" without audio
 audio_shape    list<int32>       ``[n_mels, n_steps]`` (``[0, 0]`` without audio)
 has_audio      bool              the clip has an aligned audio window
+grid           binary            uint8 RGB ``(G, G, 3)``: the clip's centre frame around the face,
+                                 cut on the codec grid, not resampled, unfiltered (:mod:`.grid`)
+grid_size      int32             G
+sync           binary            float32 ``(curves, offsets)`` AV sync curves (:mod:`.sync`); b"" without
+sync_shape     list<int32>       ``[curves, offsets]`` (``[0, 0]`` without audio or sync)
 face_box       list<float32>     ``[x0, y0, x1, y1]`` of the crop in source-frame pixels
 preprocessing  string            ``resize``, ``clahe`` or ``clahe_bilateral``
 ============== ================= ==========================================================
@@ -57,7 +62,8 @@ if TYPE_CHECKING:  # annotations only: importing torch here would load it into e
     import torch
 
 #: the columns of a clip row that make a model input (what :func:`rows_to_batch` reads)
-MODEL_INPUT_COLUMNS = ("frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "label")
+MODEL_INPUT_COLUMNS = ("frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "grid", "grid_size",
+                       "sync", "sync_shape", "label")
 #: file-level metadata keys of a shard
 STATUS_KEY = b"interceptor.status"
 CONFIG_KEY = b"interceptor.config"
@@ -78,13 +84,14 @@ SCHEMA = pa.schema(
             # the clip: frames, audio, crop box, stage filter
             ("clip_index", pa.int32()), ("face_index", pa.int32()), ("frames", pa.binary()), ("num_frames", pa.int32()), ("size", pa.int32()),
             ("audio", pa.binary()), ("audio_shape", pa.list_(pa.int32())), ("has_audio", pa.bool_()),
+            ("grid", pa.binary()), ("grid_size", pa.int32()), ("sync", pa.binary()), ("sync_shape", pa.list_(pa.int32())),
             ("face_box", pa.list_(pa.float32())), ("preprocessing", pa.string()),
         ]
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 assert COLUMNS[: len(MANIFEST_FIELDS)] == MANIFEST_FIELDS
-_SMALL_COLUMNS = [c for c in COLUMNS if c not in ("frames", "audio")]
+_SMALL_COLUMNS = [c for c in COLUMNS if c not in ("frames", "audio", "grid", "sync")]
 
 #: a shard file or folder: a local path, an ``s3://`` URI or a path on a filesystem
 Location = Union[str, "os.PathLike[str]", FsPath]
@@ -107,6 +114,8 @@ def make_row(
     face_box: Sequence[float],
     preprocessing: str,
     face_index: int = 0,
+    grid: np.ndarray | None = None,
+    sync: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One clip row per :data:`SCHEMA` from the video's manifest fields and the clip's arrays.
 
@@ -118,6 +127,8 @@ def make_row(
         face_box: ``[x0, y0, x1, y1]`` of the crop in source-frame pixels.
         preprocessing: the stage filter that was applied.
         face_index: the face track the crops follow (0: the face seen in most clips).
+        grid: uint8 ``(G, G, 3)`` codec-grid patch (:func:`.grid.grid_patch`), or ``None``.
+        sync: float32 ``(curves, offsets)`` AV sync curves (:func:`.sync.sync_curves`), or ``None``.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
@@ -140,6 +151,20 @@ def make_row(
         if a.ndim != 2:
             raise ShardError(f"audio must be (n_mels, n_steps), got {a.shape}")
         row.update(audio=a.tobytes(), audio_shape=list(a.shape), has_audio=True)
+    if grid is None:
+        row.update(grid=b"", grid_size=0)
+    else:
+        g = np.asarray(grid)
+        if g.dtype != np.uint8 or g.ndim != 3 or g.shape[0] != g.shape[1] or g.shape[2] != 3:
+            raise ShardError(f"grid must be uint8 (G, G, 3), got {g.dtype} {g.shape}")
+        row.update(grid=np.ascontiguousarray(g).tobytes(), grid_size=int(g.shape[0]))
+    if sync is None:
+        row.update(sync=b"", sync_shape=[0, 0])
+    else:
+        y = np.ascontiguousarray(sync, dtype=np.float32)
+        if y.ndim != 2:
+            raise ShardError(f"sync must be (curves, offsets), got {y.shape}")
+        row.update(sync=y.tobytes(), sync_shape=list(y.shape))
     return row
 
 
@@ -309,6 +334,50 @@ def _column(batch: Any, name: str) -> np.ndarray:
     return np.asarray(col, dtype=object) if isinstance(col, list) else np.asarray(col)
 
 
+def _has_column(batch: Any, name: str) -> bool:
+    return name in (batch.column_names if isinstance(batch, pa.Table) else batch)
+
+
+def _grid_tensor(batch: Any, b: int) -> "torch.Tensor | None":
+    """``(B, 3, G, G)`` uint8 codec-grid patches, or ``None`` when no row has one (shards from
+    before the grid column; rows made without it)."""
+    import torch
+
+    if not _has_column(batch, "grid"):
+        return None
+    sizes = np.asarray(_column(batch, "grid_size"), dtype=np.int64)
+    if (sizes == 0).all():
+        return None
+    if (sizes != sizes[0]).any():
+        raise ShardError(f"a batch mixes codec-grid patch sizes {sorted(set(sizes.tolist()))} (0: no patch)")
+    g = int(sizes[0])
+    flat = np.empty((b, g * g * 3), dtype=np.uint8)
+    for i, x in enumerate(_column(batch, "grid")):
+        flat[i] = np.frombuffer(x, dtype=np.uint8)
+    return torch.from_numpy(flat.reshape(b, g, g, 3)).permute(0, 3, 1, 2)
+
+
+def _sync_tensors(batch: Any, b: int) -> "tuple[torch.Tensor, torch.Tensor]":
+    """``(B, curves, offsets)`` float32 sync curves (zeros where absent) and ``has_sync`` ``(B,)``."""
+    import torch
+
+    from .sync import SyncConfig
+
+    if not _has_column(batch, "sync"):
+        return torch.zeros((b, *SyncConfig().shape)), torch.zeros(b, dtype=torch.bool)
+    shapes = [tuple(int(v) for v in s) for s in _column(batch, "sync_shape")]
+    has = np.array([s != (0, 0) and len(s) == 2 for s in shapes], dtype=bool)
+    present = {s for s, h in zip(shapes, has) if h}
+    if len(present) > 1:
+        raise ShardError(f"a batch mixes sync shapes: {sorted(present)}")
+    shape = present.pop() if present else SyncConfig().shape
+    out = np.zeros((b, *shape), dtype=np.float32)
+    raw = _column(batch, "sync")
+    for i in np.flatnonzero(has):
+        out[i] = np.frombuffer(raw[i], dtype=np.float32).reshape(shape)
+    return torch.from_numpy(out), torch.from_numpy(has)
+
+
 def _default_audio_shape() -> tuple[int, int]:
     cfg = AudioConfig()
     return cfg.n_mels, cfg.window_steps
@@ -342,8 +411,10 @@ def rows_to_batch(
 
     Returns:
         ``frames`` float32 ``(B, T, 3, S, S)`` in ``[0, 1]`` (uint8 with ``uint8_frames``); ``audio`` float32
-        ``(B, n_mels, n_steps)``, zeros where absent; ``has_audio`` bool ``(B,)``; ``label``
-        int64 ``(B,)``; plus ``extras``.
+        ``(B, n_mels, n_steps)``, zeros where absent; ``has_audio`` bool ``(B,)``; ``grid``
+        ``(B, 3, G, G)`` as ``frames`` (only when the rows have codec-grid patches); ``sync``
+        float32 ``(B, curves, offsets)``, zeros where absent, and ``has_sync`` bool ``(B,)``;
+        ``label`` int64 ``(B,)``; plus ``extras``.
     """
     import torch
 
@@ -387,6 +458,10 @@ def rows_to_batch(
         "has_audio": torch.from_numpy(has_audio.copy()),
         "label": torch.from_numpy(np.array(_column(batch, "label"), dtype=np.int64)),
     }
+    grid = _grid_tensor(batch, b)
+    if grid is not None:
+        out["grid"] = grid if uint8_frames else frames_to_float(grid)
+    out["sync"], out["has_sync"] = _sync_tensors(batch, b)
     for name in extras:
         out[name] = list(_column(batch, name))
     return out

@@ -24,6 +24,7 @@ so that a pipeline can report why a video was skipped.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ import pyarrow.fs as pafs
 from .audio import AudioConfig, audio_window, log_mel, mel_filterbank
 from .encoding import write_video
 from .filesystems import READ_BLOCK, FsPath, RangeReader, is_s3
+from .sync import SyncConfig, audio_features, grey_size, sync_window
 
 PathLike = Union[str, os.PathLike]
 #: a video: a local path, an ``s3://`` URI (endpoint from ``AWS_ENDPOINT_URL``) or a path on a filesystem
@@ -112,6 +114,13 @@ class DecodedClips:
     audio: list[np.ndarray] | None
     info: VideoInfo
     indices: list[list[int]] = field(default_factory=list)
+    grey: dict[int, np.ndarray] = field(default_factory=dict)
+    """Frame index -> grey ``(h, w)`` uint8 frame, ``grey_scale`` times the frame size: the frames
+    of the clips' sync windows (``sync``), for the mouth track."""
+    grey_scale: float = 1.0
+    audio_track: np.ndarray | None = None
+    """``(n_cols, 5)`` :func:`.sync.audio_features` of the whole audio track (``sync`` and audio)."""
+    audio_cols_per_s: float = 100.0
 
 
 # --------------------------------------------------------------------------- opening / probing
@@ -344,6 +353,7 @@ def decode_clips(
     clips_per_video: int = 4,
     stride: int = 1,
     audio: AudioConfig | None = AudioConfig(),
+    sync: SyncConfig | None = None,
 ) -> DecodedClips:
     """Decode evenly spread clips (and their audio windows) of a video in one sequential pass.
 
@@ -354,6 +364,8 @@ def decode_clips(
         stride: distance between a clip's frames.
         audio: log-mel settings, or ``None`` to skip audio. A video with no audio track gives
             ``audio=None`` in the result (not an error).
+        sync: also keep, in grey at most ``sync.max_side`` px, every frame of each clip's sync
+            window (:func:`.sync.sync_window`), and the audio track's sync features.
 
     Raises:
         VideoError: the :func:`probe` reasons, ``"too short"`` (shorter than one clip),
@@ -370,6 +382,10 @@ def decode_clips(
         wanted = {i for idx in clip_indices for i in idx}
         last_needed = max(wanted)
         want_audio = audio is not None and info.has_audio
+        fps = info.fps if info.fps > 0 else 25.0
+        grey_wanted = _sync_frames(info, clip_indices, fps, sync) if want_audio else set()
+        gw, gh, grey_scale = grey_size(info.width, info.height, sync.max_side) if sync else (0, 0, 1.0)
+        grey: dict[int, np.ndarray] = {}
 
         got: dict[int, np.ndarray] = {}
         audio_frames: list[av.AudioFrame] = []
@@ -381,6 +397,8 @@ def decode_clips(
                     origin_s = float(frame.time) if frame.time is not None else 0.0
                 if vidx in wanted:
                     got[vidx] = frame.to_ndarray(format="rgb24")
+                if vidx in grey_wanted:
+                    grey[vidx] = frame.reformat(width=gw, height=gh, format="gray").to_ndarray()
                 vidx += 1
                 if vidx > last_needed and not want_audio:
                     break
@@ -393,19 +411,43 @@ def decode_clips(
     if not kept:
         reason = "truncated" if 0 < vidx < info.num_frames else "no frames"
         raise VideoError(reason, path, f"decoded {vidx} of {info.num_frames} frames")
-    fps = info.fps if info.fps > 0 else 25.0
     out_frames = [np.stack([got[i] for i in clip_indices[k]]) for k in kept]
     out_starts = [starts[k] for k in kept]
     out_idx = [clip_indices[k] for k in kept]
     times = [(idx[0] / fps, (idx[-1] + 1) / fps) for idx in out_idx]
 
     windows: list[np.ndarray] | None = None
+    track: np.ndarray | None = None
+    cols_per_s = 100.0
     if want_audio and audio_frames:
         assert audio is not None
-        samples = _resample_audio(audio_frames, audio, origin_s or 0.0)
-        spec = log_mel(samples, audio.sample_rate, audio)
-        windows = [audio_window(spec, audio, t0, t1) for t0, t1 in times]
-    return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx)
+        windows, track = _audio_outputs(audio_frames, audio, origin_s or 0.0, times, sync)
+        cols_per_s = audio.sample_rate / audio.hop
+    return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx,
+                        grey=grey if track is not None else {}, grey_scale=grey_scale, audio_track=track,
+                        audio_cols_per_s=cols_per_s)
+
+
+def _sync_frames(info: VideoInfo, clip_indices: list[list[int]], fps: float, sync: SyncConfig | None) -> set[int]:
+    """Indices of the frames of every clip's sync window (one frame of margin either side)."""
+    if sync is None:
+        return set()
+    wanted: set[int] = set()
+    duration = info.num_frames / fps
+    for idx in clip_indices:
+        t0, t1 = sync_window((idx[0] + idx[-1] + 1) / 2 / fps, duration, sync)
+        wanted.update(range(max(int(t0 * fps) - 1, 0), min(int(math.ceil(t1 * fps)) + 2, info.num_frames)))
+    return wanted
+
+
+def _audio_outputs(audio_frames: list[av.AudioFrame], audio: AudioConfig, origin_s: float,
+                   times: list[tuple[float, float]], sync: SyncConfig | None
+                   ) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Each clip's log-mel window, and the whole track's sync features when ``sync`` is set."""
+    samples = _resample_audio(audio_frames, audio, origin_s)
+    spec = log_mel(samples, audio.sample_rate, audio)
+    windows = [audio_window(spec, audio, t0, t1) for t0, t1 in times]
+    return windows, (audio_features(spec, audio.sample_rate / audio.hop) if sync is not None else None)
 
 
 def read_frames(path: VideoSource, indices: list[int] | None = None) -> np.ndarray:

@@ -28,6 +28,7 @@ from ray_jobs.config import ConfigError
 from ray_jobs.members import check_members, load_ensemble, members_of
 from ray_jobs.storage import Storage
 from specialists.ensemble import UNSCORED_PROB, Ensemble
+from specialists.model import model_inputs
 
 #: file endings taken from a folder (a file named on the command line is scored whatever its name)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -122,8 +123,7 @@ class Interceptor:
                 if kind.value not in batches:
                     batches[kind.value] = self.batch(rows, kind)
                 b = batches[kind.value]
-                logits = self.models[key](b["frames"].to(self.device), b["audio"].to(self.device),
-                                          b["has_audio"].to(self.device)).float()
+                logits = self.models[key](**model_inputs(b, self.device)).float()
                 out[key] = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
         return out
 

@@ -31,7 +31,7 @@ from data_pipeline.shards import frames_to_float
 from ray_jobs.config import StageRecipe
 from ray_jobs.layout import HISTORY_KEYS
 from specialists.losses import LossKind, build_loss
-from specialists.model import SpecialistModel
+from specialists.model import SpecialistModel, model_inputs
 
 LOG_LOSS_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for log loss (DFDC's metric)
 
@@ -139,7 +139,7 @@ class SpecialistRunner:
         return out
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(batch["frames"], batch.get("audio"), batch.get("has_audio"))
+        return self.model(**model_inputs(batch))
 
     def chunk_of(self, epoch: int) -> int:
         """The chunk (0-based) that epoch ``epoch`` (0-based) of a progressive stage trains on."""

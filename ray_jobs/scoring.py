@@ -23,6 +23,7 @@ from data_pipeline.shards import rows_to_batch
 from ray_jobs.checkpoints import load_checkpoint, model_from_checkpoint
 from ray_jobs.datasets import configure_ray_data, parquet_source
 from ray_jobs.storage import Storage, fetch_checkpoint_dir, remove_local_copy
+from specialists.model import model_inputs
 
 PASS_THROUGH = ("video_id", "dataset", "label", "method", "group", "split", "chunk", "clip_index", "face_index")
 
@@ -86,10 +87,7 @@ class ClipScorer:
             want = self.preprocessing[key] if per_filter else ""
             if want not in cache:
                 cache[want] = rows_to_batch({**batch, "frames": self._frames_for(batch, want)} if want else batch)
-            tensors = cache[want]
-            frames = tensors["frames"].to(self.device)
-            audio, has_audio = tensors["audio"].to(self.device), tensors["has_audio"].to(self.device)
-            logits = model(frames, audio, has_audio).float()
+            logits = model(**model_inputs(cache[want], self.device)).float()
             out[f"prob_{key}"] = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
         return out
 

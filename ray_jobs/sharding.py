@@ -27,6 +27,7 @@ from data_pipeline.filters import Preprocessing
 from data_pipeline.prepare_stages import DetectStage, ShardWriter, crop_stage, decode_stage
 from data_pipeline.shards import list_complete_shards, remove_partial, shard_metadata, shard_name
 from data_pipeline.sources import Dataset, ManifestRow, read_manifest
+from data_pipeline.sync import SyncConfig
 from data_pipeline.video import AudioConfig
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, apply_overrides, from_dict, load_yaml, to_dict
@@ -106,6 +107,15 @@ class PrepareConfig:
     """Cut a log-mel window per clip where the video has audio."""
     audio_options: dict[str, Any] = field(default_factory=dict)
     """:class:`~data_pipeline.video.AudioConfig` fields (``n_mels``, ``window_steps``, ...)."""
+    grid_size: int = 128
+    """Side G of each clip's codec-grid patch, the compression specialist's input: the centre frame
+    around the face at full resolution, cut on the 16-px codec grid (a multiple of 16)."""
+    sync: bool = True
+    """Compute each clip's audio-visual sync curves (mouth against audio at offsets up to +-0.6 s),
+    the AV specialist's sync input, where the video has audio."""
+    sync_options: dict[str, Any] = field(default_factory=dict)
+    """:class:`~data_pipeline.sync.SyncConfig` fields (``rate``, ``window_s``, ``max_offset_s``,
+    ``max_side``); changing the offsets needs the model's ``sync_offsets`` to match."""
     videos_per_shard: int = 16
     """Videos per shard (= per Ray task)."""
     num_cpus: int | None = None
@@ -155,6 +165,8 @@ class PrepareConfig:
             max_faces=self.max_faces,
             min_coverage=self.min_coverage,
             audio=AudioConfig(**self.audio_options) if self.audio else None,
+            grid_size=self.grid_size,
+            sync=SyncConfig(**self.sync_options) if self.sync and self.audio else None,
         )
 
     def out_dir(self) -> FsPath:

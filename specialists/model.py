@@ -2,12 +2,14 @@
 
 Inputs follow the training-batch contract (``docs/architecture.md``): ``frames`` float
 ``(B, T, 3, S, S)`` in ``[0, 1]``; for audio specialists optionally ``audio`` ``(B, n_mels, steps)``
-and ``has_audio`` ``(B,)``. The model normalises with its backbone's mean/std itself, so every
-caller (training, evaluation, the ensemble) feeds the same raw clips.
+and ``has_audio`` ``(B,)``; for the grid view ``grid`` ``(B, 3, G, G)`` in ``[0, 1]`` (uint8 is
+converted); for sync specialists optionally ``sync`` ``(B, curves, offsets)`` and ``has_sync``.
+:func:`model_inputs` picks them from a training batch. The model normalises with its backbone's
+mean/std itself, so every caller (training, evaluation, the ensemble) feeds the same raw clips.
 
 Fusion: the backbone's pooled features (centre frame), the specialist module's flattened
-``channels*7*7`` features and, for AV, an audio embedding are each projected to ``embed_dim``
-tokens; a multi-head self-attention layer (with residual and LayerNorm) lets them attend to each
+``channels*7*7`` features and, for AV, an audio embedding and a sync embedding are each projected
+to ``embed_dim`` tokens; a multi-head self-attention layer (with residual and LayerNorm) lets them attend to each
 other; the mean token goes through a dropout classifier to two logits ``(real, fake)``.
 """
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from specialists.branches import SpecialistModule
-from specialists.registry import SpecialistError, get_spec
+from specialists.registry import InputView, SpecialistError, get_spec
 
 
 @dataclass
@@ -62,6 +64,10 @@ class ModelConfig:
     """Mel bands of the audio window (audio specialists)."""
     audio_steps: int = 16
     """Time steps of the audio window (audio specialists)."""
+    sync_curves: int = 15
+    """Curves of the sync input (sync specialists; ``data_pipeline/sync.py``: 3 mouth x 5 audio features)."""
+    sync_offsets: int = 31
+    """Offsets of the sync input (``2 * max_offset_s * rate + 1``: +-0.6 s at 25 steps/s)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,6 +201,38 @@ class AudioEncoder(nn.Module):
         return self.net(audio)
 
 
+class SyncEncoder(nn.Module):
+    """Sync curves ``(B, curves, offsets)`` -> ``(B, embed_dim)``: two convolutions along the offset
+    axis (where a curve peaks, and how sharply), then a linear layer over all offsets, so the
+    embedding knows whether the peak is at zero offset."""
+
+    def __init__(self, curves: int, offsets: int, embed_dim: int):
+        super().__init__()
+        self.shape = (curves, offsets)
+        self.net = nn.Sequential(
+            nn.Conv1d(curves, 32, 5, padding=2), nn.GELU(),
+            nn.Conv1d(32, 16, 5, padding=2), nn.GELU(),
+            nn.Flatten(), nn.Linear(16 * offsets, embed_dim),
+        )
+
+    def forward(self, sync: torch.Tensor) -> torch.Tensor:
+        if tuple(sync.shape[1:]) != self.shape:
+            raise SpecialistError(f"sync input of shape {tuple(sync.shape[1:])}, the model was built for "
+                                  f"{self.shape} (model.sync_curves, model.sync_offsets)")
+        return self.net(sync)
+
+
+#: the batch keys a specialist model reads (see :func:`model_inputs`)
+MODEL_INPUTS = ("frames", "audio", "has_audio", "grid", "sync", "has_sync")
+
+
+def model_inputs(batch: dict, device: torch.device | str | None = None) -> dict:
+    """The keyword arguments of :meth:`SpecialistModel.forward` from a training batch
+    (``data_pipeline.shards.rows_to_batch``), moved to ``device`` when given."""
+    out = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    return out if device is None else {k: v.to(device) for k, v in out.items()}
+
+
 class SpecialistModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -214,7 +252,11 @@ class SpecialistModel(nn.Module):
         if self.spec.uses_audio:
             self.audio_encoder = AudioEncoder(config.audio_mels, d)
             self.no_audio = nn.Parameter(torch.zeros(d))
-            n_tokens = 3
+            n_tokens += 1
+        if self.spec.uses_sync:
+            self.sync_encoder = SyncEncoder(config.sync_curves, config.sync_offsets, d)
+            self.no_sync = nn.Parameter(torch.zeros(d))
+            n_tokens += 1
         self.token_type = nn.Parameter(torch.zeros(n_tokens, d))
         nn.init.normal_(self.token_type, std=0.02)
         self.attention = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
@@ -236,28 +278,48 @@ class SpecialistModel(nn.Module):
                 m.p = p
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None,
-                has_audio: torch.Tensor | None = None) -> torch.Tensor:
+                has_audio: torch.Tensor | None = None, grid: torch.Tensor | None = None,
+                sync: torch.Tensor | None = None, has_sync: torch.Tensor | None = None) -> torch.Tensor:
         if frames.dim() == 4:  # a batch of single images
             frames = frames.unsqueeze(1)
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise SpecialistError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         x = (frames - self.mean) / self.std
         centre = x[:, x.shape[1] // 2]
-        tokens = [self.backbone_proj(self.backbone(centre)), self.specialist_proj(self.module(x))]
+        tokens = [self.backbone_proj(self.backbone(centre)), self.specialist_proj(self.module(self._view_input(x, grid)))]
         if self.spec.uses_audio:
-            b = frames.shape[0]
-            no_audio = self.no_audio.expand(b, -1)
-            if audio is None:
-                tokens.append(no_audio)
-            else:
-                emb = self.audio_encoder(audio.to(frames.dtype))
-                mask = (torch.ones(b, dtype=torch.bool, device=frames.device) if has_audio is None
-                        else has_audio.to(torch.bool).to(frames.device))
-                tokens.append(torch.where(mask[:, None], emb, no_audio))
+            tokens.append(self._optional_token(self.audio_encoder, audio, has_audio, self.no_audio, frames))
+        if self.spec.uses_sync:
+            tokens.append(self._optional_token(self.sync_encoder, sync, has_sync, self.no_sync, frames))
         t = torch.stack(tokens, dim=1) + self.token_type
         attended, _ = self.attention(t, t, t, need_weights=False)
         t = self.attn_norm(t + attended)
         return self.classifier(t.mean(dim=1))
+
+    def _view_input(self, x: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+        """What the specialist module sees: the normalised clip, or for the grid view the
+        normalised codec-grid patch as a one-frame clip."""
+        if self.spec.view is not InputView.GRID:
+            return x
+        if grid is None:
+            raise SpecialistError(f"specialist {self.spec.key} needs the codec-grid patch (the shards' grid column): "
+                                  f"prepare the shards again with this version")
+        g = grid.float().div(255.0) if grid.dtype == torch.uint8 else grid.to(x.dtype)
+        return ((g.unsqueeze(1) - self.mean) / self.std)
+
+    @staticmethod
+    def _optional_token(encoder: nn.Module, value: torch.Tensor | None, present: torch.Tensor | None,
+                        missing: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``encoder(value)`` where ``present`` (all rows when ``None``), the learnt ``missing``
+        token elsewhere or when there is no ``value``."""
+        b = frames.shape[0]
+        absent = missing.expand(b, -1)
+        if value is None:
+            return absent
+        emb = encoder(value.to(frames.dtype))
+        mask = (torch.ones(b, dtype=torch.bool, device=frames.device) if present is None
+                else present.to(torch.bool).to(frames.device))
+        return torch.where(mask[:, None], emb, absent)
 
 
 def create_model(specialist: str, **overrides) -> SpecialistModel:

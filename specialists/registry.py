@@ -32,11 +32,15 @@ class InputView(str, Enum):
     * ``low_light``: the centre frame with its exposure normalised per sample (mean luminance scaled
       to 0.5), so sensor noise and crushed shadows are visible to the branches however dark the
       capture was.
+    * ``grid``: the clip's codec-grid patch (``data_pipeline/grid.py``): the centre frame around the
+      face as decoded, cut on the 16-px codec grid, not resampled and not filtered, so block
+      boundaries and requantisation stay where an 8x8, stride-8 branch sees one block per step.
     """
 
     RGB = "rgb"
     MOTION = "motion"
     LOW_LIGHT = "low_light"
+    GRID = "grid"
 
     @property
     def in_channels(self) -> int:
@@ -72,6 +76,9 @@ class SpecialistSpec:
     detail after upscaling, sensor noise, blending seams) that a from-scratch network otherwise
     has to learn to isolate first."""
     uses_audio: bool = False
+    uses_sync: bool = False
+    """The model also encodes the clip's audio-visual sync curves (``data_pipeline/sync.py``: mouth
+    features against audio features at offsets of +-0.6 s) as one more token."""
     pool_size: int = 7
     notes: str = field(default="", compare=False)
 

@@ -38,7 +38,7 @@ register_specialist(SpecialistSpec(
     # as TM: motion view + residual, the wide branches at stride 4
     branches=(B("lip_analyzer", 16, 5, stride=4), B("motion_detector", 12, 7, stride=4),
               B("temporal_checker", 10, 3), B("av_correlation", 10, 3)),
-    view=InputView.MOTION, residual=True, uses_audio=True,
+    view=InputView.MOTION, residual=True, uses_audio=True, uses_sync=True,
 ))
 
 register_specialist(SpecialistSpec(
@@ -46,7 +46,7 @@ register_specialist(SpecialistSpec(
     # the 8x8 analyser steps by 8: one response per codec block, like a learned block DCT
     branches=(B("dct_analyzer", 12, 8, stride=8), B("quantization_detector", 10, 5),
               B("block_boundary_checker", 10, 7), B("compression_pattern", 8, 3)),
-    residual=True,
+    view=InputView.GRID, residual=True,
 ))
 
 register_specialist(SpecialistSpec(

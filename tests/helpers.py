@@ -17,8 +17,10 @@ def learnable_clips(n: int, size: int = 32, frames: int = 4, seed: int = 0) -> d
     checker = (((yy // 2 + xx // 2) % 2).float() - 0.5) * 0.3
     lo, hi = size // 4, 3 * size // 4
     x[label == 1, :, :, lo:hi, lo:hi] += checker[lo:hi, lo:hi]
-    return {"frames": x.clamp(0, 1), "audio": torch.zeros(n, 40, 16), "has_audio": torch.zeros(n, dtype=torch.bool),
-            "label": label.long()}
+    x = x.clamp(0, 1)
+    # the codec-grid view (CM's input) of a clip: here its centre frame
+    return {"frames": x, "audio": torch.zeros(n, 40, 16), "has_audio": torch.zeros(n, dtype=torch.bool),
+            "grid": x[:, frames // 2].clone(), "label": label.long()}
 
 
 def batches(data: dict[str, torch.Tensor], batch_size: int, seed: int | None = None):
@@ -58,7 +60,8 @@ def write_learnable_shards(folder, dataset: str = "ffpp", n_train: int = 96, n_v
                         "method": "checker" if label else "real", "group": f"g{split}{chunk}{j // 2}",
                         "split": split, "chunk": chunk}
             audio = np.random.default_rng(j).standard_normal((40, 16)).astype(np.float32) if j % 3 else None
-            rows.append(make_row(manifest, 0, frames[j], audio, [0, 0, size, size], preprocessing))
+            rows.append(make_row(manifest, 0, frames[j], audio, [0, 0, size, size], preprocessing,
+                                 grid=frames[j][len(frames[j]) // 2]))
             ids.append(vid)
         write_shard(target / shard_name(dataset, split, ids, chunk=chunk if chunks > 1 else None), rows)
     return folder if is_s3(folder) else Path(folder)

@@ -93,12 +93,15 @@ def _face_swap(frames: np.ndarray, real: Rendered, src: Rendered, rng: np.random
 
 
 def _double_compression(frames: np.ndarray, real: Rendered, rng: np.random.Generator) -> np.ndarray:
-    """The face area JPEG-compressed at a low quality (8x8 blocks) before the final encode."""
+    """The face area JPEG-compressed at a low quality before the final encode, on the frame's codec
+    grid (the region's corner on a multiple of 16: the JPEG's 8x8 luma blocks and 16x16 4:2:0 MCUs
+    fall where the video codec's blocks do, as when a whole frame is compressed twice)."""
     n, H, W = real.frames.shape[:3]
     out = frames.copy()
     quality = int(rng.integers(7, 12))
     for i in range(n):
         ys, xs = _box_slices(real.boxes[i], 1.25, H, W)
+        ys, xs = slice(ys.start // 16 * 16, ys.stop), slice(xs.start // 16 * 16, xs.stop)
         crop = cv2.cvtColor(real.frames[i, ys, xs], cv2.COLOR_RGB2BGR)
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
         assert ok

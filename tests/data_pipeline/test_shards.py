@@ -26,7 +26,7 @@ from data_pipeline.shards import (
 )
 from data_pipeline.sources import ManifestRow
 
-T, S = 4, 16
+T, S, G = 4, 16, 32
 
 
 def clip_rows(n_videos: int = 3, clips: int = 2, audio_every: int = 2, seed: int = 0) -> list[dict]:
@@ -37,14 +37,17 @@ def clip_rows(n_videos: int = 3, clips: int = 2, audio_every: int = 2, seed: int
         for c in range(clips):
             frames = rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8)
             audio = rng.normal(size=(40, 16)).astype(np.float32) if v % audio_every == 0 else None
-            rows.append(make_row(m.to_dict(), c, frames, audio, [1.0, 2.0, 3.5, 4.5], "clahe"))
+            grid = rng.integers(0, 256, (G, G, 3), dtype=np.uint8)
+            sync = rng.uniform(-1, 1, (15, 31)).astype(np.float32) if audio is not None else None
+            rows.append(make_row(m.to_dict(), c, frames, audio, [1.0, 2.0, 3.5, 4.5], "clahe", grid=grid, sync=sync))
     return rows
 
 
 def test_schema_matches_contract() -> None:
     assert SCHEMA.names == [
         "video_id", "path", "dataset", "label", "method", "group", "split", "chunk", "original",
-        "clip_index", "face_index", "frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "face_box", "preprocessing",
+        "clip_index", "face_index", "frames", "num_frames", "size", "audio", "audio_shape", "has_audio",
+        "grid", "grid_size", "sync", "sync_shape", "face_box", "preprocessing",
     ]
     assert str(SCHEMA.field("frames").type) == "binary"
     assert str(SCHEMA.field("audio_shape").type) == "list<item: int32>"
@@ -118,6 +121,13 @@ def _check_batch(batch: dict, rows: list[dict]) -> None:
             assert not batch["audio"][i].any()
         else:
             assert torch.equal(batch["audio"][i], torch.from_numpy(audio.copy()))
+        grid = np.frombuffer(r["grid"], np.uint8).reshape(G, G, 3)
+        assert torch.allclose(batch["grid"][i], torch.from_numpy(grid.copy()).permute(2, 0, 1).float() / 255)
+        assert bool(batch["has_sync"][i]) == r["has_audio"]
+        if r["has_audio"]:
+            assert torch.equal(batch["sync"][i], torch.from_numpy(np.frombuffer(r["sync"], np.float32).reshape(15, 31)))
+        else:
+            assert r["sync"] == b"" and r["sync_shape"] == [0, 0] and not batch["sync"][i].any()
 
 
 def test_rows_to_batch_numpy_and_arrow(tmp_path: Path) -> None:
@@ -131,6 +141,11 @@ def test_rows_to_batch_numpy_and_arrow(tmp_path: Path) -> None:
     assert out["video_id"][0] == "v/000.mp4"
     no_audio = rows_to_batch(pq.read_table(path).slice(2, 2), audio_shape=(8, 4))  # video 1 has no audio
     assert no_audio["audio"].shape == (2, 8, 4) and not no_audio["has_audio"].any()
+    assert no_audio["sync"].shape == (2, 15, 31) and not no_audio["has_sync"].any()
+    mixed = [dict(r) for r in rows[:2]]
+    mixed[1].update(grid=np.zeros((16, 16, 3), np.uint8).tobytes(), grid_size=16)
+    with pytest.raises(ShardError, match="mixes codec-grid patch sizes"):
+        rows_to_batch({k: [r[k] for r in mixed] for k in rows[0]})
 
 
 @pytest.mark.ray

@@ -58,7 +58,8 @@ def test_forward_backward_finite_with_gradient_everywhere(key):
     frames = torch.rand(4, 4, 3, 32, 32)
     audio = torch.randn(4, 40, 16)
     has_audio = torch.tensor([True, False, True, False])
-    logits = model(frames, audio, has_audio)
+    sync = torch.rand(4, 15, 31) * 2 - 1
+    logits = model(frames, audio, has_audio, grid=torch.rand(4, 3, 32, 32), sync=sync, has_sync=has_audio)
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
     missing = [n for n, p in model.named_parameters()
@@ -79,14 +80,29 @@ def test_temporal_specialist_sees_non_centre_frames():
         assert not torch.allclose(model(frames), model(changed))
 
 
-def test_image_specialist_uses_centre_frame_only():
+@pytest.mark.parametrize("key", ["cm", "rr"])
+def test_image_specialist_uses_centre_frame_only(key):
     torch.manual_seed(0)
-    model = create_model("cm", **TINY).eval()
+    model = create_model(key, **TINY).eval()
     frames = torch.rand(2, 4, 3, 32, 32)
+    grid = torch.rand(2, 3, 32, 32)
     changed = frames.clone()
     changed[:, 0] = torch.rand_like(changed[:, 0])
     with torch.no_grad():
-        assert torch.allclose(model(frames), model(changed))
+        assert torch.allclose(model(frames, grid=grid), model(changed, grid=grid))
+
+
+def test_compression_specialist_branches_see_the_grid_patch_and_refuse_without_it():
+    torch.manual_seed(0)
+    model = create_model("cm", **TINY).eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+    grid = torch.rand(2, 3, 64, 64)  # a patch need not match the crop size
+    with torch.no_grad():
+        assert not torch.allclose(model(frames, grid=grid), model(frames, grid=grid.flip(-1)))
+        as_uint8 = (grid * 255).round().to(torch.uint8)
+        assert torch.allclose(model(frames, grid=as_uint8), model(frames, grid=as_uint8.float() / 255), atol=1e-5)
+    with pytest.raises(SpecialistError, match="needs the codec-grid patch"):
+        model(frames)
 
 
 def test_high_pass_residual_is_zero_on_flat_images_and_keeps_fine_texture():
@@ -113,7 +129,7 @@ def test_single_frame_specialists_see_their_view_and_its_residual(key):
     smooth = torch.full((2, 4, 3, 32, 32), 0.5)
     textured = smooth + 0.02 * (torch.rand(2, 1, 3, 32, 32) - 0.5)
     with torch.no_grad():
-        assert not torch.allclose(model(smooth), model(textured))
+        assert not torch.allclose(model(smooth, grid=smooth[:, 0]), model(textured, grid=textured[:, 0]))
     assert get_spec("tm").in_channels == get_spec("av").in_channels == 18  # motion + residual
 
 
@@ -128,6 +144,22 @@ def test_audio_visual_runs_with_and_without_audio():
         with_audio = model(frames, audio, torch.tensor([True, True]))
     assert torch.allclose(without, flagged_off)
     assert not torch.allclose(without, with_audio)
+
+
+def test_audio_visual_sync_input_is_a_token_of_its_own():
+    torch.manual_seed(0)
+    model = create_model("av", **TINY).eval()
+    frames, audio, on = torch.rand(2, 4, 3, 32, 32), torch.randn(2, 40, 16), torch.tensor([True, True])
+    peak_at_zero = torch.zeros(2, 15, 31)
+    peak_at_zero[:, :, 15] = 1.0
+    shifted = peak_at_zero.roll(8, dims=2)
+    with torch.no_grad():
+        base = model(frames, audio, on)
+        assert torch.allclose(base, model(frames, audio, on, sync=peak_at_zero, has_sync=~on))  # flagged off
+        assert not torch.allclose(model(frames, audio, on, sync=peak_at_zero, has_sync=on),
+                                  model(frames, audio, on, sync=shifted, has_sync=on))
+    with pytest.raises(SpecialistError, match=r"sync input of shape \(15, 21\)"):
+        model(frames, sync=torch.zeros(2, 15, 21))
 
 
 def test_duplicate_and_unknown_names_are_refused():
