@@ -1,9 +1,11 @@
 """Train-step time and parameter count of every specialist vs its bare backbone, in one run.
 
-    python benchmarks/model_cost.py [--backbone efficientnet_b4] [--sizes 224 380] [--batch 4] [--steps 3]
+    python benchmarks/model_cost.py [--backbone efficientnet_b4] [--sizes 224 380] [--batch 4] [--steps 3] [--grid 128]
 
 Prints, per image size, the bare backbone's step time (forward + backward + AdamW step on the
 centre frame with a linear head) and each specialist's step time and parameters as a ratio to it.
+Every specialist gets all its inputs: clips, audio windows, the codec-grid patch (``--grid`` px,
+CM's branches see it instead of the resized crop) and the sync curves (AV's extra token).
 Target (issue 2): specialist module + fusion cost at most 15% over the backbone (ratio <= 1.15).
 """
 
@@ -16,6 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from data_pipeline.sync import SyncConfig
 from specialists import create_model, list_specialists
 from specialists.model import create_backbone
 
@@ -47,11 +50,13 @@ def bare_inputs(batch: int, size: int, device: torch.device) -> tuple:
     return ((torch.rand(batch, 3, size, size, device=device),), torch.randint(0, 2, (batch,), device=device))
 
 
-def specialist_inputs(batch: int, frames: int, size: int, device: torch.device) -> tuple:
-    """A batch for a specialist: clips, audio windows, all with audio."""
+def specialist_inputs(batch: int, frames: int, size: int, grid: int, device: torch.device) -> tuple:
+    """A batch for a specialist: clips, audio windows, codec-grid patches and sync curves, all with audio."""
+    on = torch.ones(batch, dtype=torch.bool, device=device)
     return ((torch.rand(batch, frames, 3, size, size, device=device),
-             torch.randn(batch, 40, 16, device=device),
-             torch.ones(batch, dtype=torch.bool, device=device)),
+             torch.randn(batch, 40, 16, device=device), on,
+             torch.rand(batch, 3, grid, grid, device=device),
+             torch.rand(batch, *SyncConfig().shape, device=device) * 2 - 1, on),
             torch.randint(0, 2, (batch,), device=device))
 
 
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--specialists", nargs="*", default=None)
+    ap.add_argument("--grid", type=int, default=128, help="codec-grid patch side (prepare's grid_size)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     keys = args.specialists or list_specialists()
@@ -78,7 +84,7 @@ def main() -> None:
         del bare
         for key in keys:
             model = create_model(key, backbone=args.backbone, image_size=size)
-            inputs = partial(specialist_inputs, args.batch, args.frames, size, device)
+            inputs = partial(specialist_inputs, args.batch, args.frames, size, args.grid, device)
             t = step_time(model, inputs, args.steps, device)
             p = sum(q.numel() for q in model.parameters())
             print(f"{key:>10} {t * 1000:9.0f} {t / t_bare:6.3f} {p / 1e6:9.2f} {p / p_bare:6.3f}")

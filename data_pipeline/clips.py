@@ -245,7 +245,8 @@ def face_sync(decoded: DecodedClips, boxes: list[Box], cfg: SyncConfig | None) -
     per_frame = np.stack([np.interp(kept / fps, centres, coords[:, j]) for j in range(4)], axis=1)
     idx, feats = mouth_features(decoded.grey, decoded.grey_scale, dict(zip(kept.tolist(), per_frame)))
     duration = decoded.info.num_frames / fps
-    return [sync_curves(idx / fps, feats, decoded.audio_track, decoded.audio_cols_per_s,
+    # a frame stands for [i / fps, (i + 1) / fps): its mouth is compared with the audio at its middle
+    return [sync_curves((idx + 0.5) / fps, feats, decoded.audio_track, decoded.audio_cols_per_s,
                         sync_window(c, duration, cfg), cfg) for c in centres]
 
 

@@ -99,6 +99,19 @@ Location = Union[str, "os.PathLike[str]", FsPath]
 _SHARD_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-(?P<split>[a-z]+)(?:-c(?P<chunk>\d+))?-(?P<digest>[0-9a-f]{16})\.parquet$")
 
 
+#: columns added after the first shards were written, with what they brought: shards without one of
+#: them are refused by training and evaluation (:func:`outdated_schema`)
+ADDED_COLUMNS = {"face_index": "face tracks", "grid": "the codec-grid patch and the sync curves"}
+
+
+def outdated_schema(names: Sequence[str]) -> str | None:
+    """Why shards with these column names must be prepared again, or ``None`` when they are current."""
+    missing = [c for c in ADDED_COLUMNS if c not in names]
+    if not missing:
+        return None
+    return f"prepared before {ADDED_COLUMNS[missing[-1]]} (no {missing[-1]} column); prepare them again"
+
+
 class ShardError(ValueError):
     """A shard or a row does not follow the schema (one-line message)."""
 

@@ -185,17 +185,22 @@ def sync_curves(frame_times: np.ndarray, mouth: np.ndarray, audio: np.ndarray | 
     steps = max(2, int(round((t1 - t0) * cfg.rate)))
     times = t0 + (np.arange(steps) + 0.5) * (t1 - t0) / steps
     m = _interp(frame_times, mouth, times)  # (steps, 3)
-    half = 0.5 / cfg.rate
-    for j, o in enumerate(range(-cfg.max_offset, cfg.max_offset + 1)):
-        a = _smooth_at(audio, cols_per_s, times + o / cfg.rate, half)  # (steps, 5)
-        ok = ~np.isnan(a).any(axis=1)
-        if ok.sum() < 4:
-            continue
-        mz = m[ok] - m[ok].mean(axis=0)
-        az = a[ok] - a[ok].mean(axis=0)
-        ms, as_ = np.sqrt((mz ** 2).sum(axis=0)), np.sqrt((az ** 2).sum(axis=0))
-        cov = mz.T @ az  # (3, 5)
-        denom = np.outer(ms, as_)
-        corr = np.where(denom > 1e-9, cov / np.maximum(denom, 1e-12), 0.0)
-        out[:, j] = corr.reshape(-1)
+    offsets = np.arange(-cfg.max_offset, cfg.max_offset + 1)
+    at = (times[None, :] + offsets[:, None] / cfg.rate).reshape(-1)
+    a = _smooth_at(audio, cols_per_s, at, 0.5 / cfg.rate).reshape(len(offsets), steps, a_count)
+    ok = ~np.isnan(a).any(axis=2)  # (offsets, steps)
+    w = ok.astype(np.float64)
+    n = w.sum(axis=1)  # usable steps per offset
+    a = np.where(ok[..., None], a, 0.0)
+    # weighted Pearson correlation per offset: only the usable steps count
+    nn = np.maximum(n, 1)[:, None]
+    m_mean = (w @ m) / nn  # (offsets, 3)
+    a_mean = a.sum(axis=1) / nn  # (offsets, 5)
+    mz = (m[None] - m_mean[:, None]) * w[..., None]  # (offsets, steps, 3)
+    az = (a - a_mean[:, None]) * w[..., None]
+    cov = np.einsum("osm,osa->oma", mz, az)
+    denom = np.sqrt(np.einsum("osm,osm->om", mz, mz))[:, :, None] * np.sqrt(np.einsum("osa,osa->oa", az, az))[:, None, :]
+    corr = np.where(denom > 1e-9, cov / np.maximum(denom, 1e-12), 0.0)
+    corr[n < 4] = 0.0
+    out[:] = corr.reshape(len(offsets), m_count * a_count).T
     return out

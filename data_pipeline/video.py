@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Union
 
 import av
+import cv2
 import numpy as np
 import pyarrow.fs as pafs
 
@@ -398,7 +399,7 @@ def decode_clips(
                 if vidx in wanted:
                     got[vidx] = frame.to_ndarray(format="rgb24")
                 if vidx in grey_wanted:
-                    grey[vidx] = frame.reformat(width=gw, height=gh, format="gray").to_ndarray()
+                    grey[vidx] = _grey(frame, gw, gh)
                 vidx += 1
                 if vidx > last_needed and not want_audio:
                     break
@@ -426,6 +427,23 @@ def decode_clips(
     return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx,
                         grey=grey if track is not None else {}, grey_scale=grey_scale, audio_track=track,
                         audio_cols_per_s=cols_per_s)
+
+
+#: pixel formats whose first plane is the luma, read as the grey frame without a conversion
+_LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
+
+
+def _grey(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame's luma as ``(height, width)`` uint8 (the Y plane itself for YUV video, a swscale
+    conversion otherwise; area-downscaled when smaller)."""
+    if frame.format.name in _LUMA_FIRST:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    else:
+        y = frame.to_ndarray(format="gray")
+    if y.shape == (height, width):
+        return y.copy()
+    return cv2.resize(np.ascontiguousarray(y), (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _sync_frames(info: VideoInfo, clip_indices: list[list[int]], fps: float, sync: SyncConfig | None) -> set[int]:

@@ -20,6 +20,10 @@ from ray_jobs.sharding import PrepareConfig, run, stage_preprocessing
 
 #: every specialist's final-stage video-level test AUC should be above this
 TARGET_TEST_AUC = 0.8
+#: every specialist's video AUC on its own family should reach this, and be the highest of the six
+#: there (or within :data:`LEAD_MARGIN` of it); the ensemble should reach it on every family
+TARGET_FAMILY_AUC = 0.9
+LEAD_MARGIN = 0.01
 #: the demo's summary, next to its outputs
 SUMMARY_FILE = "demo_summary.json"
 
@@ -102,6 +106,50 @@ def print_faces(faces: dict[str, Any]) -> None:
           f"gap {gap:.3f} ({'within' if gap <= 0.05 else 'above'} 0.05)")
 
 
+def family_leads(matrix: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per specialist of ``matrix`` (model -> family -> video AUC, the ensemble's row included):
+    its own family (:data:`~data_pipeline.synthetic.SPECIALIST_FAMILY`), its AUC there, the best
+    specialist there, and whether it leads (>= :data:`TARGET_FAMILY_AUC` and within
+    :data:`LEAD_MARGIN` of the best)."""
+    from data_pipeline.synthetic import SPECIALIST_FAMILY
+    from ray_jobs.video_metrics import ENSEMBLE, MEAN_PROB, UNCALIBRATED
+
+    specialists = [m for m in matrix if m not in (ENSEMBLE, UNCALIBRATED, MEAN_PROB)]
+    out = {}
+    for key in specialists:
+        family = SPECIALIST_FAMILY.get(key)
+        if family is None or family not in matrix[key]:
+            continue
+        auc = matrix[key][family]
+        best = max(specialists, key=lambda m: matrix[m][family])
+        out[key] = {"family": family, "auc": auc, "best": best, "best_auc": matrix[best][family],
+                    "leads": auc >= TARGET_FAMILY_AUC and auc >= matrix[best][family] - LEAD_MARGIN}
+    return out
+
+
+def print_family_matrix(matrix: dict[str, dict[str, float]], leads: dict[str, dict[str, Any]]) -> None:
+    """The model x family video AUC matrix (test split), then one line per specialist: does it lead
+    its own family? and one for the ensemble: is it >= the target on every family?"""
+    if not matrix:
+        return
+    families = list(next(iter(matrix.values())))
+    short = [f.split("_")[0] for f in families]  # double, face, lighting, lip, low, resolution, temporal
+    print("\n[demo] video AUC, real vs each manipulation family (test split; columns: "
+          + ", ".join(families) + "):")
+    print("  " + "model".ljust(22) + "".join(f.rjust(11) for f in short))
+    for model, row in matrix.items():
+        print("  " + model.ljust(22) + "".join(f"{row[f]:.3f}".rjust(11) for f in families))
+    for key, d in leads.items():
+        verdict = "leads" if d["leads"] else "does NOT lead"
+        print(f"[demo] {key} {verdict} its family {d['family']}: {d['auc']:.3f} "
+              f"(best specialist {d['best']} {d['best_auc']:.3f}; target >= {TARGET_FAMILY_AUC} and within {LEAD_MARGIN})")
+    ens = next((row for model, row in matrix.items() if model == "ensemble"), None)
+    if ens is not None:
+        low = {f: v for f, v in ens.items() if not v >= TARGET_FAMILY_AUC}
+        print(f"[demo] ensemble >= {TARGET_FAMILY_AUC} on every family" if not low else
+              f"[demo] ensemble below {TARGET_FAMILY_AUC} on: " + ", ".join(f"{f} {v:.3f}" for f, v in low.items()))
+
+
 def run_demo(cfg: DemoConfig) -> int:
     """Every step of the demo; writes ``demo_summary.json`` and prints the verdict."""
     from ray_jobs.chains import train_chain
@@ -132,7 +180,10 @@ def run_demo(cfg: DemoConfig) -> int:
                "final_stage_test_clip_auc": {r["specialist"]: r.get("test_auc") for r in final},
                "final_stage_test_video_auc": {r["specialist"]: r.get("test_video_auc") for r in final},
                "ensemble": ensemble}
+    matrix = (ensemble or {}).get("family_auc", {})
+    summary["family_leads"] = family_leads(matrix) if matrix else {}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    print_verdict(final_stage, final, summary["minutes"], out)
+    print_family_matrix(matrix, summary["family_leads"])
     print_faces((ensemble or {}).get("faces_auc", {}))
+    print_verdict(final_stage, final, summary["minutes"], out)
     return 0

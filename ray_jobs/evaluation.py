@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_pipeline.filesystems import FsPath, check_location, map_files
-from data_pipeline.shards import list_complete_shards
+from data_pipeline.shards import list_complete_shards, outdated_schema
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, TrainConfig, from_dict, load_yaml
 from ray_jobs.members import Member, check_members, discover_members, load_ensemble, members_of
@@ -217,9 +217,9 @@ def split_files(cfg: EvaluateConfig, folders: Sequence[FsPath]) -> tuple[list[Fs
 
 def check_shards(cfg: EvaluateConfig, files: Sequence[FsPath], fmt: dict[str, Any], members: Sequence[Member]) -> list[str]:
     """Refuse shards whose clips the checkpoints cannot read; the notes of the report."""
-    if files and "face_index" not in pq.read_schema(files[0].path, filesystem=files[0].fs).names:
-        raise ConfigError(f"{files[0].parent}: shards prepared before face tracks (no face_index column); "
-                          "prepare them again")
+    outdated = files and outdated_schema(pq.read_schema(files[0].path, filesystem=files[0].fs).names)
+    if outdated:
+        raise ConfigError(f"{files[0].parent}: shards {outdated}")
     shapes, kinds = shard_format(files)
     want = (fmt["num_frames"], fmt["image_size"])
     if shapes != {want}:
@@ -344,4 +344,4 @@ def run_for_demo(tc: TrainConfig, out: str | Path) -> dict[str, Any]:
             "log_loss": m["ensemble"]["log_loss"], "log_loss_uncalibrated": m["ensemble"]["log_loss_uncalibrated"],
             "specialist_video_auc": {k: m["models"][k]["video_auc"] for k in m["ensemble_config"]["specialists"]},
             "weights": m["ensemble_config"]["weights"], "temperature": m["ensemble_config"]["temperature"],
-            "faces_auc": m.get("faces_auc", {})}
+            "faces_auc": m.get("faces_auc", {}), "family_auc": m.get("family_auc", {})}

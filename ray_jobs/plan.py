@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_pipeline.filesystems import FsPath, LocationError, check_location, map_files
-from data_pipeline.shards import list_complete_shards, parse_shard_name
+from data_pipeline.shards import list_complete_shards, outdated_schema, parse_shard_name
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, StageRecipe, TrainConfig, from_dict, to_dict
 from ray_jobs.storage import Storage, StorageError
@@ -158,9 +158,9 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
               f"training {len(train_files)} chunk(s)", file=sys.stderr)
         stage = stage.replace(chunks=len(train_files))
     first = FsPath.of(train_all[0], cfg.s3_endpoint)
-    if "face_index" not in pq.read_schema(first.path, filesystem=first.fs).names:
-        raise ConfigError(f"stage {stage.name}: the shards in {folder} were prepared before face tracks "
-                          "(no face_index column); prepare them again")
+    outdated = outdated_schema(pq.read_schema(first.path, filesystem=first.fs).names)
+    if outdated:
+        raise ConfigError(f"stage {stage.name}: the shards in {folder} were {outdated}")
     num_frames, size = _clip_shape(train_all, cfg.s3_endpoint)
     counted = [_count_labels(files, cfg.s3_endpoint) for files in train_files]
     counts = [c for c, _ in counted]

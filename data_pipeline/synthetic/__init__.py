@@ -80,6 +80,7 @@ from .config import (
     FAMILIES,
     FAMILY_FOLDERS,
     FAMILY_SPECIALIST,
+    SPECIALIST_FAMILY,
     SynthConfig,
     _rng,  # noqa: F401  (not public; tests and benchmarks seed with it)
 )
@@ -94,6 +95,7 @@ __all__ = [
     "FAMILIES",
     "FAMILY_FOLDERS",
     "FAMILY_SPECIALIST",
+    "SPECIALIST_FAMILY",
     "MIX_GAIN",
     "SCALES",
     "Identity",

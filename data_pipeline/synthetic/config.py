@@ -41,6 +41,10 @@ FAMILY_SPECIALIST: dict[str, str] = {
     "low_light": "ll",
 }
 
+#: The family each specialist must lead (the highest video AUC of the six on it): every family
+#: but face swap, which any specialist may lead (its pasted face carries several artefacts).
+SPECIALIST_FAMILY: dict[str, str] = {s: f for f, s in FAMILY_SPECIALIST.items() if f != "face_swap"}
+
 DATASETS: tuple[str, ...] = ("ffpp", "celebdf", "dfdc")
 
 _NORMAL_FAMILIES = tuple(f for f in FAMILIES if f != "low_light")

@@ -125,7 +125,7 @@ def _check_batch(batch: dict, rows: list[dict]) -> None:
         assert torch.allclose(batch["grid"][i], torch.from_numpy(grid.copy()).permute(2, 0, 1).float() / 255)
         assert bool(batch["has_sync"][i]) == r["has_audio"]
         if r["has_audio"]:
-            assert torch.equal(batch["sync"][i], torch.from_numpy(np.frombuffer(r["sync"], np.float32).reshape(15, 31)))
+            assert torch.equal(batch["sync"][i], torch.from_numpy(np.frombuffer(r["sync"], np.float32).reshape(15, 31).copy()))
         else:
             assert r["sync"] == b"" and r["sync_shape"] == [0, 0] and not batch["sync"][i].any()
 

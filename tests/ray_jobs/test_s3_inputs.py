@@ -107,3 +107,17 @@ def test_evaluate_refuses_a_missing_bucket_in_one_line(s3, capsys):
     rc = evaluate_main(["--storage-path", "s3://no-such-bucket/runs", "--s3-endpoint", s3["endpoint"],
                         "--shards", "s3://interceptor/x"])
     assert rc == 2 and "storage s3://no-such-bucket/runs: bucket 'no-such-bucket' does not exist" in one_line(capsys, "evaluate")
+
+
+def test_shards_of_an_older_schema_are_refused_in_one_line(tmp_path):
+    """Shards written before the codec-grid and sync columns: `train` names the cause and the remedy."""
+    import pyarrow.parquet as pq
+
+    local = write_learnable_shards(tmp_path / "ffpp", n_train=8, n_val=4, n_test=4, size=16)
+    for f in local.glob("*.parquet"):
+        table = pq.read_table(f)
+        pq.write_table(table.drop_columns(["grid", "grid_size", "sync", "sync_shape"]), f)
+    cfg = TrainConfig(shards={"ffpp": str(local)})
+    with pytest.raises(ConfigError, match=r"prepared before the codec-grid patch and the sync curves \(no grid "
+                                          r"column\); prepare them again"):
+        stage_shards(cfg, _stage(cfg, "ffpp"))
