@@ -10,8 +10,9 @@ loads its CNN once) and inference runs in sequence (:func:`extract_clips`):
    searched again on every decoded frame;
 3. :func:`clip_rows`: every face (up to ``max_faces`` face tracks, :func:`.tracks.face_tracks`)
    gets its clips: a square margin crop resized to the stage size S and the stage filter
-   (:func:`.filters.apply_filter`), the clip's codec-grid patch (:mod:`.grid`) and the face's AV
-   sync curves (:mod:`.sync`), one row per (face, clip) in the shard schema
+   (:func:`.filters.apply_filter`), the clip's codec-grid patch (:mod:`.grid`), lighting cues
+   (:mod:`.lighting`) and the face's AV sync curves (:mod:`.sync`), one row per (face, clip) in the
+   shard schema
    (:func:`.shards.make_row`, with the track's ``face_index``). A fake with a known original and
    several faces labels each face by whether it differs from the original (:mod:`.face_labels`).
 
@@ -34,6 +35,7 @@ from .faces import Box, FaceDetector, create_detector, crop_face
 from .filesystems import FsPath
 from .filters import Preprocessing, apply_filter, parse_preprocessing
 from .grid import ALIGN, grid_patch
+from .lighting import lighting_cues
 from .shards import make_row
 from .sources.manifest import ManifestRow
 from .sync import SyncConfig, mouth_features, sync_curves, sync_window
@@ -73,6 +75,7 @@ class ClipConfig:
         grid_size: side G of the codec-grid patch of each clip's centre frame (:mod:`.grid`; a
             multiple of 16, CM's input).
         sync: AV sync settings (:mod:`.sync`), or ``None`` for no sync curves (needs ``audio``).
+        lighting: compute each clip's lighting cues (:mod:`.lighting`, BG's input).
     """
 
     size: int = 224
@@ -89,6 +92,7 @@ class ClipConfig:
     audio: AudioConfig | None = field(default_factory=AudioConfig)
     grid_size: int = 64
     sync: SyncConfig | None = field(default_factory=SyncConfig)
+    lighting: bool = True
 
     def __post_init__(self) -> None:
         self.preprocessing = parse_preprocessing(self.preprocessing)
@@ -224,11 +228,13 @@ def clip_rows(row: ManifestRow, decoded: DecodedClips, detections: list[list[lis
         sync = face_sync(decoded, boxes, cfg.sync)
         for k, (frames, box) in enumerate(zip(decoded.frames, boxes)):
             crops, crop_box = crop_face(frames, box, cfg.size, cfg.margin)
-            grid = grid_patch(frames[len(frames) // 2], box.as_list(), cfg.grid_size)  # before the filter
+            centre = frames[len(frames) // 2]  # the grid patch and the lighting cues: before the filter
+            grid = grid_patch(centre, box.as_list(), cfg.grid_size)
+            light = lighting_cues(centre, box.as_list()) if cfg.lighting else None
             crops = apply_filter(crops, cfg.preprocessing)
             audio = decoded.audio[k] if decoded.audio is not None else None
             rows.append(make_row({**manifest, "label": label}, k, crops, audio, crop_box, cfg.preprocessing.value,
-                                 face_index=face, grid=grid, sync=None if sync is None else sync[k]))
+                                 face_index=face, grid=grid, sync=None if sync is None else sync[k], lighting=light))
     return ClipResult(rows, notes, len(tracks))
 
 

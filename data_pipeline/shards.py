@@ -27,6 +27,8 @@ grid           binary            uint8 RGB ``(G, G, 3)``: the clip's centre fram
 grid_size      int32             G
 sync           binary            float32 ``(curves, offsets)`` AV sync curves (:mod:`.sync`); b"" without
 sync_shape     list<int32>       ``[curves, offsets]`` (``[0, 0]`` without audio or sync)
+lighting       list<float32>     15 lighting cues of the centre frame, face against surround
+                                 (:mod:`.lighting`); empty when not computed
 face_box       list<float32>     ``[x0, y0, x1, y1]`` of the crop in source-frame pixels
 preprocessing  string            ``resize``, ``clahe`` or ``clahe_bilateral``
 ============== ================= ==========================================================
@@ -63,7 +65,7 @@ if TYPE_CHECKING:  # annotations only: importing torch here would load it into e
 
 #: the columns of a clip row that make a model input (what :func:`rows_to_batch` reads)
 MODEL_INPUT_COLUMNS = ("frames", "num_frames", "size", "audio", "audio_shape", "has_audio", "grid", "grid_size",
-                       "sync", "sync_shape", "label")
+                       "sync", "sync_shape", "lighting", "label")
 #: file-level metadata keys of a shard
 STATUS_KEY = b"interceptor.status"
 CONFIG_KEY = b"interceptor.config"
@@ -85,6 +87,7 @@ SCHEMA = pa.schema(
             ("clip_index", pa.int32()), ("face_index", pa.int32()), ("frames", pa.binary()), ("num_frames", pa.int32()), ("size", pa.int32()),
             ("audio", pa.binary()), ("audio_shape", pa.list_(pa.int32())), ("has_audio", pa.bool_()),
             ("grid", pa.binary()), ("grid_size", pa.int32()), ("sync", pa.binary()), ("sync_shape", pa.list_(pa.int32())),
+            ("lighting", pa.list_(pa.float32())),
             ("face_box", pa.list_(pa.float32())), ("preprocessing", pa.string()),
         ]
     ]
@@ -101,7 +104,7 @@ _SHARD_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)-(?P<split>[a-z]+)(?:-c(?P<chu
 
 #: columns added after the first shards were written, with what they brought: shards without one of
 #: them are refused by training and evaluation (:func:`outdated_schema`)
-ADDED_COLUMNS = {"face_index": "face tracks", "grid": "the codec-grid patch and the sync curves"}
+ADDED_COLUMNS = {"face_index": "face tracks", "grid": "the codec-grid patch, the sync curves and the lighting cues"}
 
 
 def outdated_schema(names: Sequence[str]) -> str | None:
@@ -129,6 +132,7 @@ def make_row(
     face_index: int = 0,
     grid: np.ndarray | None = None,
     sync: np.ndarray | None = None,
+    lighting: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One clip row per :data:`SCHEMA` from the video's manifest fields and the clip's arrays.
 
@@ -142,6 +146,7 @@ def make_row(
         face_index: the face track the crops follow (0: the face seen in most clips).
         grid: uint8 ``(G, G, 3)`` codec-grid patch (:func:`.grid.grid_patch`), or ``None``.
         sync: float32 ``(curves, offsets)`` AV sync curves (:func:`.sync.sync_curves`), or ``None``.
+        lighting: float32 ``(15,)`` lighting cues (:func:`.lighting.lighting_cues`), or ``None``.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
@@ -178,6 +183,7 @@ def make_row(
         if y.ndim != 2:
             raise ShardError(f"sync must be (curves, offsets), got {y.shape}")
         row.update(sync=y.tobytes(), sync_shape=list(y.shape))
+    row["lighting"] = [] if lighting is None else [float(v) for v in np.asarray(lighting, np.float32).reshape(-1)]
     return row
 
 
@@ -391,6 +397,23 @@ def _sync_tensors(batch: Any, b: int) -> "tuple[torch.Tensor, torch.Tensor]":
     return torch.from_numpy(out), torch.from_numpy(has)
 
 
+def _lighting_tensors(batch: Any, b: int) -> "tuple[torch.Tensor, torch.Tensor]":
+    """``(B, 15)`` float32 lighting cues (zeros where absent) and ``has_lighting`` ``(B,)``."""
+    import torch
+
+    from .lighting import CUES
+
+    out = np.zeros((b, 3 * len(CUES)), dtype=np.float32)
+    has = np.zeros(b, dtype=bool)
+    if _has_column(batch, "lighting"):
+        for i, v in enumerate(_column(batch, "lighting")):
+            if v is not None and len(v):
+                if len(v) != out.shape[1]:
+                    raise ShardError(f"lighting cues of row {i} hold {len(v)} values, expected {out.shape[1]}")
+                out[i], has[i] = np.asarray(v, np.float32), True
+    return torch.from_numpy(out), torch.from_numpy(has)
+
+
 def _default_audio_shape() -> tuple[int, int]:
     cfg = AudioConfig()
     return cfg.n_mels, cfg.window_steps
@@ -427,7 +450,8 @@ def rows_to_batch(
         ``(B, n_mels, n_steps)``, zeros where absent; ``has_audio`` bool ``(B,)``; ``grid``
         ``(B, 3, G, G)`` as ``frames`` (only when the rows have codec-grid patches); ``sync``
         float32 ``(B, curves, offsets)``, zeros where absent, and ``has_sync`` bool ``(B,)``;
-        ``label`` int64 ``(B,)``; plus ``extras``.
+        ``lighting`` float32 ``(B, 15)``, zeros where absent, and ``has_lighting``; ``label``
+        int64 ``(B,)``; plus ``extras``.
     """
     import torch
 
@@ -475,6 +499,7 @@ def rows_to_batch(
     if grid is not None:
         out["grid"] = grid if uint8_frames else frames_to_float(grid)
     out["sync"], out["has_sync"] = _sync_tensors(batch, b)
+    out["lighting"], out["has_lighting"] = _lighting_tensors(batch, b)
     for name in extras:
         out[name] = list(_column(batch, name))
     return out

@@ -113,6 +113,9 @@ class PrepareConfig:
     sync: bool = True
     """Compute each clip's audio-visual sync curves (mouth against audio at offsets up to +-0.6 s),
     the AV specialist's sync input, where the video has audio."""
+    lighting: bool = True
+    """Compute each clip's lighting cues (the light's colour and direction on the face against
+    around it), the background/lighting specialist's extra input."""
     sync_options: dict[str, Any] = field(default_factory=dict)
     """:class:`~data_pipeline.sync.SyncConfig` fields (``rate``, ``window_s``, ``max_offset_s``,
     ``max_side``); changing the offsets needs the model's ``sync_offsets`` to match."""
@@ -167,6 +170,7 @@ class PrepareConfig:
             audio=AudioConfig(**self.audio_options) if self.audio else None,
             grid_size=self.grid_size,
             sync=SyncConfig(**self.sync_options) if self.sync and self.audio else None,
+            lighting=self.lighting,
         )
 
     def out_dir(self) -> FsPath:

@@ -3,13 +3,14 @@
 Inputs follow the training-batch contract (``docs/architecture.md``): ``frames`` float
 ``(B, T, 3, S, S)`` in ``[0, 1]``; for audio specialists optionally ``audio`` ``(B, n_mels, steps)``
 and ``has_audio`` ``(B,)``; for the grid view ``grid`` ``(B, 3, G, G)`` in ``[0, 1]`` (uint8 is
-converted); for sync specialists optionally ``sync`` ``(B, curves, offsets)`` and ``has_sync``.
+converted); for sync specialists optionally ``sync`` ``(B, curves, offsets)`` and ``has_sync``; for lighting
+specialists optionally ``lighting`` ``(B, 15)`` and ``has_lighting``.
 :func:`model_inputs` picks them from a training batch. The model normalises with its backbone's
 mean/std itself, so every caller (training, evaluation, the ensemble) feeds the same raw clips.
 
 Fusion: the backbone's pooled features (centre frame), the specialist module's flattened
-``channels*7*7`` features and, for AV, an audio embedding and a sync embedding are each projected
-to ``embed_dim`` tokens; a multi-head self-attention layer (with residual and LayerNorm) lets them attend to each
+``channels*7*7`` features and, for AV, an audio embedding and a sync embedding (for BG a lighting
+embedding) are each projected to ``embed_dim`` tokens; a multi-head self-attention layer (with residual and LayerNorm) lets them attend to each
 other; the mean token goes through a dropout classifier to two logits ``(real, fake)``.
 """
 
@@ -222,8 +223,22 @@ class SyncEncoder(nn.Module):
         return self.net(sync)
 
 
+class LightingEncoder(nn.Module):
+    """Lighting cues ``(B, 15)`` -> ``(B, embed_dim)``: batch-normalised (the cues' scales differ:
+    log chromaticities, log luminance, gradient directions), then a small MLP."""
+
+    def __init__(self, cues: int, embed_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.BatchNorm1d(cues), nn.Linear(cues, 64), nn.GELU(), nn.Linear(64, embed_dim))
+
+    def forward(self, cues: torch.Tensor) -> torch.Tensor:
+        return self.net(cues)
+
+
+#: lighting cues per clip (``data_pipeline/lighting.py``: face, surround, difference x 5)
+LIGHTING_CUES = 15
 #: the batch keys a specialist model reads (see :func:`model_inputs`)
-MODEL_INPUTS = ("frames", "audio", "has_audio", "grid", "sync", "has_sync")
+MODEL_INPUTS = ("frames", "audio", "has_audio", "grid", "sync", "has_sync", "lighting", "has_lighting")
 
 
 def model_inputs(batch: dict, device: torch.device | str | None = None) -> dict:
@@ -257,6 +272,10 @@ class SpecialistModel(nn.Module):
             self.sync_encoder = SyncEncoder(config.sync_curves, config.sync_offsets, d)
             self.no_sync = nn.Parameter(torch.zeros(d))
             n_tokens += 1
+        if self.spec.uses_lighting:
+            self.lighting_encoder = LightingEncoder(LIGHTING_CUES, d)
+            self.no_lighting = nn.Parameter(torch.zeros(d))
+            n_tokens += 1
         self.token_type = nn.Parameter(torch.zeros(n_tokens, d))
         nn.init.normal_(self.token_type, std=0.02)
         self.attention = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
@@ -279,7 +298,8 @@ class SpecialistModel(nn.Module):
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None,
                 has_audio: torch.Tensor | None = None, grid: torch.Tensor | None = None,
-                sync: torch.Tensor | None = None, has_sync: torch.Tensor | None = None) -> torch.Tensor:
+                sync: torch.Tensor | None = None, has_sync: torch.Tensor | None = None,
+                lighting: torch.Tensor | None = None, has_lighting: torch.Tensor | None = None) -> torch.Tensor:
         if frames.dim() == 4:  # a batch of single images
             frames = frames.unsqueeze(1)
         if frames.dim() != 5 or frames.shape[2] != 3:
@@ -291,6 +311,8 @@ class SpecialistModel(nn.Module):
             tokens.append(self._optional_token(self.audio_encoder, audio, has_audio, self.no_audio, frames))
         if self.spec.uses_sync:
             tokens.append(self._optional_token(self.sync_encoder, sync, has_sync, self.no_sync, frames))
+        if self.spec.uses_lighting:
+            tokens.append(self._optional_token(self.lighting_encoder, lighting, has_lighting, self.no_lighting, frames))
         t = torch.stack(tokens, dim=1) + self.token_type
         attended, _ = self.attention(t, t, t, need_weights=False)
         t = self.attn_norm(t + attended)

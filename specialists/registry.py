@@ -79,6 +79,9 @@ class SpecialistSpec:
     uses_sync: bool = False
     """The model also encodes the clip's audio-visual sync curves (``data_pipeline/sync.py``: mouth
     features against audio features at offsets of +-0.6 s) as one more token."""
+    uses_lighting: bool = False
+    """The model also encodes the clip's lighting cues (``data_pipeline/lighting.py``: the light's
+    colour and direction on the face against around it) as one more token."""
     pool_size: int = 7
     notes: str = field(default="", compare=False)
 

@@ -53,7 +53,9 @@ register_specialist(SpecialistSpec(
     key="rr", name="Resolution", detects="multi-scale resolution, upscaling, edge sharpness",
     branches=(B("multiscale_analyzer", 12, 5), B("upscaling_detector", 10, 7),
               B("edge_sharpness", 8, 3, stride=1), B("resolution_consistency", 6, 9)),
-    residual=True,
+    # resampling leaves its trace relative to the native pixel grid (interpolation correlates
+    # neighbouring pixels): RR sees the native-resolution, unfiltered codec-grid patch, as CM does
+    view=InputView.GRID, residual=True,
 ))
 
 register_specialist(SpecialistSpec(
@@ -69,7 +71,7 @@ register_specialist(SpecialistSpec(
     key="bg", name="Background/Lighting", detects="lighting and background consistency",
     branches=(B("illumination_estimator", 12, 9), B("shadow_direction", 10, 7),
               B("boundary_consistency", 8, 5), B("color_temperature", 8, 3)),
-    residual=True,
+    residual=True, uses_lighting=True,
 ))
 
 register_specialist(SpecialistSpec(
