@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests
 
 
 def plain_loop(job, batch_size: int, epochs: int, threads: int, device: str = "cpu") -> list[dict]:
-    from data_pipeline.shards import iter_shard_batches
+    from data_pipeline.batch import iter_shard_batches
     from ray_jobs.runner import SpecialistRunner
     from specialists.model import SpecialistModel
 

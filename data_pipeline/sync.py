@@ -37,8 +37,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["AUDIO_FEATURES", "MOUTH_FEATURES", "SyncConfig", "audio_features", "grey_size",
-           "mouth_box", "mouth_features", "sync_curves", "sync_window"]
+__all__ = ["AUDIO_FEATURES", "MOUTH_FEATURES", "SyncConfig", "audio_features", "grey_frame", "grey_size",
+           "mouth_box", "mouth_features", "sync_curves", "sync_window", "window_frames"]
 
 MOUTH_FEATURES = ("darkness", "vertical_edges", "motion")
 AUDIO_FEATURES = ("energy", "low", "mid", "high", "onset")
@@ -99,6 +99,34 @@ def grey_size(width: int, height: int, max_side: int) -> tuple[int, int, float]:
     """``(w, h, scale)`` of the grey frames kept for the mouth crops (never upscaled)."""
     scale = min(1.0, max_side / max(width, height, 1))
     return max(1, int(round(width * scale))), max(1, int(round(height * scale))), scale
+
+
+#: pixel formats whose first plane is the luma, read as the grey frame without a conversion
+_LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
+
+
+def grey_frame(frame: Any, width: int, height: int) -> np.ndarray:
+    """A decoded PyAV video frame's luma as ``(height, width)`` uint8 (the Y plane itself for YUV
+    video, a swscale conversion otherwise; area-downscaled when smaller)."""
+    if frame.format.name in _LUMA_FIRST:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    else:
+        y = frame.to_ndarray(format="gray")
+    if y.shape == (height, width):
+        return y.copy()
+    return cv2.resize(np.ascontiguousarray(y), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def window_frames(clip_indices: Sequence[Sequence[int]], num_frames: int, fps: float, cfg: SyncConfig) -> set[int]:
+    """Indices of the frames of every clip's sync window (one frame of margin either side), for
+    clips given by their frame indices in a video of ``num_frames`` frames at ``fps``."""
+    wanted: set[int] = set()
+    duration = num_frames / fps
+    for idx in clip_indices:
+        t0, t1 = sync_window((idx[0] + idx[-1] + 1) / 2 / fps, duration, cfg)
+        wanted.update(range(max(int(t0 * fps) - 1, 0), min(int(math.ceil(t1 * fps)) + 2, num_frames)))
+    return wanted
 
 
 def mouth_box(face_box: Sequence[float]) -> tuple[float, float, float, float]:

@@ -24,14 +24,12 @@ so that a pipeline can report why a video was skipped.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
 import av
-import cv2
 import numpy as np
 import pyarrow.fs as pafs
 
@@ -39,7 +37,7 @@ import pyarrow.fs as pafs
 from .audio import AudioConfig, audio_window, log_mel, mel_filterbank
 from .encoding import write_video
 from .filesystems import READ_BLOCK, FsPath, RangeReader, is_s3
-from .sync import SyncConfig, audio_features, grey_size, sync_window
+from .sync import SyncConfig, audio_features, grey_frame, grey_size, window_frames
 
 PathLike = Union[str, os.PathLike]
 #: a video: a local path, an ``s3://`` URI (endpoint from ``AWS_ENDPOINT_URL``) or a path on a filesystem
@@ -384,7 +382,7 @@ def decode_clips(
         last_needed = max(wanted)
         want_audio = audio is not None and info.has_audio
         fps = info.fps if info.fps > 0 else 25.0
-        grey_wanted = _sync_frames(info, clip_indices, fps, sync) if want_audio else set()
+        grey_wanted = window_frames(clip_indices, info.num_frames, fps, sync) if want_audio and sync else set()
         gw, gh, grey_scale = grey_size(info.width, info.height, sync.max_side) if sync else (0, 0, 1.0)
         grey: dict[int, np.ndarray] = {}
 
@@ -399,7 +397,7 @@ def decode_clips(
                 if vidx in wanted:
                     got[vidx] = frame.to_ndarray(format="rgb24")
                 if vidx in grey_wanted:
-                    grey[vidx] = _grey(frame, gw, gh)
+                    grey[vidx] = grey_frame(frame, gw, gh)
                 vidx += 1
                 if vidx > last_needed and not want_audio:
                     break
@@ -427,35 +425,6 @@ def decode_clips(
     return DecodedClips(frames=out_frames, starts=out_starts, times=times, audio=windows, info=info, indices=out_idx,
                         grey=grey if track is not None else {}, grey_scale=grey_scale, audio_track=track,
                         audio_cols_per_s=cols_per_s)
-
-
-#: pixel formats whose first plane is the luma, read as the grey frame without a conversion
-_LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
-
-
-def _grey(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """The frame's luma as ``(height, width)`` uint8 (the Y plane itself for YUV video, a swscale
-    conversion otherwise; area-downscaled when smaller)."""
-    if frame.format.name in _LUMA_FIRST:
-        plane = frame.planes[0]
-        y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-    else:
-        y = frame.to_ndarray(format="gray")
-    if y.shape == (height, width):
-        return y.copy()
-    return cv2.resize(np.ascontiguousarray(y), (width, height), interpolation=cv2.INTER_AREA)
-
-
-def _sync_frames(info: VideoInfo, clip_indices: list[list[int]], fps: float, sync: SyncConfig | None) -> set[int]:
-    """Indices of the frames of every clip's sync window (one frame of margin either side)."""
-    if sync is None:
-        return set()
-    wanted: set[int] = set()
-    duration = info.num_frames / fps
-    for idx in clip_indices:
-        t0, t1 = sync_window((idx[0] + idx[-1] + 1) / 2 / fps, duration, sync)
-        wanted.update(range(max(int(t0 * fps) - 1, 0), min(int(math.ceil(t1 * fps)) + 2, info.num_frames)))
-    return wanted
 
 
 def _audio_outputs(audio_frames: list[av.AudioFrame], audio: AudioConfig, origin_s: float,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from data_pipeline.shards import rows_to_batch
+from data_pipeline.batch import rows_to_batch
 
 
 def balance_batch(batch: dict[str, np.ndarray], rates: dict[int, float],
@@ -61,7 +61,7 @@ class ClipCollate(NumpyBatchCollateFn):
     ``rates``: class-balance each batch (:func:`balance_batch`) with a generator seeded by
     ``seed`` and the batch's content, so draws do not depend on which prefetch thread runs first.
     ``uint8_frames``: leave the frames uint8 for the training device to convert
-    (:func:`~data_pipeline.shards.frames_to_float`).
+    (:func:`~data_pipeline.batch.frames_to_float`).
     """
 
     def __init__(self, rates: dict[int, float] | None = None, seed: Sequence[int] = (0,),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from data_pipeline.batch import MODEL_INPUT_COLUMNS
 from data_pipeline.filesystems import is_s3, resolve
-from data_pipeline.shards import MODEL_INPUT_COLUMNS
 from ray_jobs.config import ConfigError, TrainConfig
 from ray_jobs.plan import Job
 

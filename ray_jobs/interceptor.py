@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.batch import MODEL_INPUT_COLUMNS, rows_to_batch
 from data_pipeline.clips import ClipConfig, SkipVideo, extract_clips
 from data_pipeline.faces import FaceDetector
 from data_pipeline.filters import Preprocessing, apply_filter, parse_preprocessing
-from data_pipeline.shards import MODEL_INPUT_COLUMNS, decode_row, rows_to_batch
+from data_pipeline.shards import decode_row
 from data_pipeline.sources.manifest import ManifestRow
 from ray_jobs.config import ConfigError
 from ray_jobs.members import check_members, load_ensemble, members_of

@@ -27,7 +27,7 @@ import torchmetrics
 from torch import nn
 
 from data_pipeline.augment import augment_batch, build_augmentation
-from data_pipeline.shards import frames_to_float
+from data_pipeline.batch import frames_to_float
 from ray_jobs.config import StageRecipe
 from ray_jobs.layout import HISTORY_KEYS
 from specialists.losses import LossKind, build_loss

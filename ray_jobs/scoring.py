@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from data_pipeline.batch import rows_to_batch
 from data_pipeline.filesystems import FsPath, map_files
 from data_pipeline.filters import Preprocessing, apply_filter, bilateral, parse_preprocessing
-from data_pipeline.shards import rows_to_batch
 from ray_jobs.checkpoints import load_checkpoint, model_from_checkpoint
 from ray_jobs.datasets import configure_ray_data, parquet_source
 from ray_jobs.storage import Storage, fetch_checkpoint_dir, remove_local_copy

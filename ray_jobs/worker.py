@@ -51,7 +51,7 @@ def score_test_in_worker(runner, job: Job, cfg: TrainConfig, rank: int, world_si
     it): the driver then scores the exported checkpoint with a Ray Data job instead."""
     import torch
 
-    from data_pipeline.shards import iter_shard_batches
+    from data_pipeline.batch import iter_shard_batches
 
     if runner.best is None:
         return None

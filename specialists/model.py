@@ -224,12 +224,13 @@ class SyncEncoder(nn.Module):
 
 
 class LightingEncoder(nn.Module):
-    """Lighting cues ``(B, 15)`` -> ``(B, embed_dim)``: batch-normalised (the cues' scales differ:
-    log chromaticities, log luminance, gradient directions), then a small MLP."""
+    """Lighting cues ``(B, 15)`` -> ``(B, embed_dim)``: a small MLP (the cues are all of order one:
+    log chromaticities, log luminance, unit gradient directions; a layer norm after the first layer,
+    not a batch norm, so that a batch of one row trains too)."""
 
     def __init__(self, cues: int, embed_dim: int):
         super().__init__()
-        self.net = nn.Sequential(nn.BatchNorm1d(cues), nn.Linear(cues, 64), nn.GELU(), nn.Linear(64, embed_dim))
+        self.net = nn.Sequential(nn.Linear(cues, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, embed_dim))
 
     def forward(self, cues: torch.Tensor) -> torch.Tensor:
         return self.net(cues)
@@ -243,7 +244,7 @@ MODEL_INPUTS = ("frames", "audio", "has_audio", "grid", "sync", "has_sync", "lig
 
 def model_inputs(batch: dict, device: torch.device | str | None = None) -> dict:
     """The keyword arguments of :meth:`SpecialistModel.forward` from a training batch
-    (``data_pipeline.shards.rows_to_batch``), moved to ``device`` when given."""
+    (``data_pipeline.batch.rows_to_batch``), moved to ``device`` when given."""
     out = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
     return out if device is None else {k: v.to(device) for k, v in out.items()}
 

@@ -71,7 +71,9 @@ register_specialist(SpecialistSpec(
     key="bg", name="Background/Lighting", detects="lighting and background consistency",
     branches=(B("illumination_estimator", 12, 9), B("shadow_direction", 10, 7),
               B("boundary_consistency", 8, 5), B("color_temperature", 8, 3)),
-    residual=True, uses_lighting=True,
+    # shading and colour cast as decoded: the stage filters (CLAHE) equalise shading away, so the
+    # branches see the unfiltered codec-grid patch; the lighting cues compare face and surround
+    view=InputView.GRID, residual=True, uses_lighting=True,
 ))
 
 register_specialist(SpecialistSpec(

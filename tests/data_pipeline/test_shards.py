@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from data_pipeline import shards
+from data_pipeline.batch import rows_to_batch
 from data_pipeline.shards import (
     SCHEMA,
     ShardError,
@@ -19,7 +20,6 @@ from data_pipeline.shards import (
     make_row,
     parse_shard_name,
     remove_partial,
-    rows_to_batch,
     shard_metadata,
     shard_name,
     write_shard,
@@ -39,7 +39,9 @@ def clip_rows(n_videos: int = 3, clips: int = 2, audio_every: int = 2, seed: int
             audio = rng.normal(size=(40, 16)).astype(np.float32) if v % audio_every == 0 else None
             grid = rng.integers(0, 256, (G, G, 3), dtype=np.uint8)
             sync = rng.uniform(-1, 1, (15, 31)).astype(np.float32) if audio is not None else None
-            rows.append(make_row(m.to_dict(), c, frames, audio, [1.0, 2.0, 3.5, 4.5], "clahe", grid=grid, sync=sync))
+            light = rng.normal(size=15).astype(np.float32) if c == 0 else None
+            rows.append(make_row(m.to_dict(), c, frames, audio, [1.0, 2.0, 3.5, 4.5], "clahe", grid=grid, sync=sync,
+                                 lighting=light))
     return rows
 
 
@@ -47,7 +49,7 @@ def test_schema_matches_contract() -> None:
     assert SCHEMA.names == [
         "video_id", "path", "dataset", "label", "method", "group", "split", "chunk", "original",
         "clip_index", "face_index", "frames", "num_frames", "size", "audio", "audio_shape", "has_audio",
-        "grid", "grid_size", "sync", "sync_shape", "face_box", "preprocessing",
+        "grid", "grid_size", "sync", "sync_shape", "lighting", "face_box", "preprocessing",
     ]
     assert str(SCHEMA.field("frames").type) == "binary"
     assert str(SCHEMA.field("audio_shape").type) == "list<item: int32>"
@@ -128,6 +130,8 @@ def _check_batch(batch: dict, rows: list[dict]) -> None:
             assert torch.equal(batch["sync"][i], torch.from_numpy(np.frombuffer(r["sync"], np.float32).reshape(15, 31).copy()))
         else:
             assert r["sync"] == b"" and r["sync_shape"] == [0, 0] and not batch["sync"][i].any()
+        assert bool(batch["has_lighting"][i]) == bool(len(r["lighting"]))
+        assert torch.allclose(batch["lighting"][i], torch.tensor(r["lighting"] or [0.0] * 15))
 
 
 def test_rows_to_batch_numpy_and_arrow(tmp_path: Path) -> None:

@@ -48,9 +48,9 @@ def test_checkpoint_describes_itself_and_loads_weights_only(saved):
 def test_model_rebuilds_from_its_own_config_alone(saved):
     path, model = saved
     rebuilt = model_from_checkpoint(path).eval()
-    x = torch.rand(2, 4, 3, 32, 32)
+    x, grid = torch.rand(2, 4, 3, 32, 32), torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(rebuilt(x), model.eval()(x))
+        assert torch.allclose(rebuilt(x, grid=grid), model.eval()(x, grid=grid))
     assert checkpoint_recipe(load_checkpoint(path)).name == "ffpp"
 
 

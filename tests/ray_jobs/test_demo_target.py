@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from ray_jobs.config import CONFIG_DIR, from_dict, load_yaml
 from data_pipeline.synthetic import SPECIALIST_FAMILY
+from ray_jobs.config import CONFIG_DIR, from_dict, load_yaml
 from ray_jobs.demo_steps import LEAD_MARGIN, TARGET_FAMILY_AUC, TARGET_TEST_AUC, DemoConfig
 from tests.conftest import BIN, subprocess_env
 

@@ -45,8 +45,9 @@ def family_clips(families: list[str], seed: int) -> dict[str, torch.Tensor]:
         elif fam == "bright":
             x[i, :, :, lo:hi, lo:hi] += 0.25
     label = torch.tensor([int(f != "real") for f in families])
-    return {"frames": x.clamp(0, 1), "audio": torch.zeros(n, 40, 16), "has_audio": torch.zeros(n, dtype=torch.bool),
-            "label": label}
+    x = x.clamp(0, 1)
+    return {"frames": x, "audio": torch.zeros(n, 40, 16), "has_audio": torch.zeros(n, dtype=torch.bool),
+            "grid": x[:, FRAMES // 2].clone(), "label": label}
 
 
 def mix(n: int, fakes) -> list[str]:
@@ -66,9 +67,10 @@ def write_split(folder, split: str, n_videos: int, seed: int, clips: int = 2, pr
                     "method": fam, "group": f"{split}{v}", "split": split, "chunk": 0}
         for c in range(clips):
             clip = frames[v * clips + c]
+            grid = clip[len(clip) // 2]  # the codec-grid patch is cut before the stage filter
             if preprocessing != "resize":
                 clip = apply_filter(clip, preprocessing)
-            rows.append(make_row(manifest, c, clip, None, [0, 0, SIZE, SIZE], preprocessing))
+            rows.append(make_row(manifest, c, clip, None, [0, 0, SIZE, SIZE], preprocessing, grid=grid))
         ids.append(vid)
     return write_shard(folder / shard_name(dataset, split, ids), rows)
 

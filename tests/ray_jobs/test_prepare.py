@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_pipeline import synthetic
+from data_pipeline.batch import rows_to_batch
 from data_pipeline.filesystems import FsPath
-from data_pipeline.shards import list_complete_shards, read_rows, rows_to_batch, shard_metadata
+from data_pipeline.shards import list_complete_shards, read_rows, shard_metadata
 from data_pipeline.sources import read_manifest
 from ray_jobs.config import ConfigError
 from ray_jobs.prepare import main

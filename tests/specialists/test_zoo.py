@@ -59,7 +59,8 @@ def test_forward_backward_finite_with_gradient_everywhere(key):
     audio = torch.randn(4, 40, 16)
     has_audio = torch.tensor([True, False, True, False])
     sync = torch.rand(4, 15, 31) * 2 - 1
-    logits = model(frames, audio, has_audio, grid=torch.rand(4, 3, 32, 32), sync=sync, has_sync=has_audio)
+    logits = model(frames, audio, has_audio, grid=torch.rand(4, 3, 32, 32), sync=sync, has_sync=has_audio,
+                   lighting=torch.randn(4, 15), has_lighting=torch.tensor([True, True, False, True]))
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
     missing = [n for n, p in model.named_parameters()
@@ -160,6 +161,18 @@ def test_audio_visual_sync_input_is_a_token_of_its_own():
                                   model(frames, audio, on, sync=shifted, has_sync=on))
     with pytest.raises(SpecialistError, match=r"sync input of shape \(15, 21\)"):
         model(frames, sync=torch.zeros(2, 15, 21))
+
+
+def test_background_lighting_encodes_the_lighting_cues_as_a_token_of_its_own():
+    torch.manual_seed(0)
+    model = create_model("bg", **TINY).eval()
+    frames, grid, cues = torch.rand(2, 4, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.randn(2, 15)
+    with torch.no_grad():
+        base = model(frames, grid=grid)
+        assert torch.allclose(base, model(frames, grid=grid, lighting=cues, has_lighting=torch.tensor([False, False])))
+        assert not torch.allclose(base, model(frames, grid=grid, lighting=cues, has_lighting=torch.tensor([True, True])))
+    assert [k for k in list_specialists() if get_spec(k).uses_lighting] == ["bg"]
+    assert [k for k in list_specialists() if get_spec(k).uses_sync] == ["av"]
 
 
 def test_duplicate_and_unknown_names_are_refused():
