@@ -90,7 +90,7 @@ class ClipConfig:
     max_faces: int = DEFAULT_MAX_FACES
     min_coverage: float = DEFAULT_MIN_COVERAGE
     audio: AudioConfig | None = field(default_factory=AudioConfig)
-    grid_size: int = 64
+    grid_size: int = 128
     sync: SyncConfig | None = field(default_factory=SyncConfig)
     lighting: bool = True
 

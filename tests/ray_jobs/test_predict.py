@@ -19,6 +19,7 @@ from ray_jobs.runner import SpecialistRunner
 from ray_jobs.storage import Storage
 from specialists import create_model
 from specialists.ensemble import fit_ensemble
+from specialists.model import model_inputs
 from tests.helpers import TINY, batches, learnable_clips
 
 NAME = "exp"
@@ -57,7 +58,7 @@ def runs(tmp_path_factory):
     with torch.no_grad():
         for m in members:
             model = model_from_checkpoint(storage.path(*m.parts)).eval()
-            probs[m.specialist] = torch.softmax(model(held["frames"], held["audio"], held["has_audio"]), 1)[:, 1].numpy()
+            probs[m.specialist] = torch.softmax(model(**model_inputs(held)), 1)[:, 1].numpy()
     ens = fit_ensemble(probs, held["label"].numpy(),
                        extra={"checkpoints": {m.specialist: m.record() for m in members},
                               "clips": {"clips_per_video": 4, "margin": 0.3, "detector": "haar"}})

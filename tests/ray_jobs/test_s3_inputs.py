@@ -118,6 +118,6 @@ def test_shards_of_an_older_schema_are_refused_in_one_line(tmp_path):
         table = pq.read_table(f)
         pq.write_table(table.drop_columns(["grid", "grid_size", "sync", "sync_shape"]), f)
     cfg = TrainConfig(shards={"ffpp": str(local)})
-    with pytest.raises(ConfigError, match=r"prepared before the codec-grid patch and the sync curves \(no grid "
-                                          r"column\); prepare them again"):
+    with pytest.raises(ConfigError, match=r"prepared before the codec-grid patch, the sync curves and the lighting "
+                                          r"cues \(no grid column\); prepare them again"):
         stage_shards(cfg, _stage(cfg, "ffpp"))
