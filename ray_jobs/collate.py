@@ -15,6 +15,9 @@ import numpy as np
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from data_pipeline.batch import rows_to_batch
+from data_pipeline.pseudo_fakes import PseudoFakes, replace_fakes_with_pseudo_fakes
+
+PSEUDO_FAKE_STREAM = 0x5B1  # seeds the pseudo-fake draws apart from the class-balancing draws
 
 
 def balance_batch(batch: dict[str, np.ndarray], rates: dict[int, float],
@@ -60,19 +63,26 @@ class ClipCollate(NumpyBatchCollateFn):
 
     ``rates``: class-balance each batch (:func:`balance_batch`) with a generator seeded by
     ``seed`` and the batch's content, so draws do not depend on which prefetch thread runs first.
+    ``pseudo_fakes``: then replace a share of the batch's fakes by self-blended pseudo-fakes of its
+    real clips (:func:`~data_pipeline.pseudo_fakes.replace_fakes_with_pseudo_fakes`), seeded the
+    same way.
     ``uint8_frames``: leave the frames uint8 for the training device to convert
     (:func:`~data_pipeline.batch.frames_to_float`).
     """
 
     def __init__(self, rates: dict[int, float] | None = None, seed: Sequence[int] = (0,),
-                 uint8_frames: bool = False):
+                 uint8_frames: bool = False, pseudo_fakes: PseudoFakes | None = None):
         self.rates = rates
         self.seed = list(seed)
         self.uint8_frames = uint8_frames
+        self.pseudo_fakes = pseudo_fakes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        labels = np.ascontiguousarray(np.asarray(batch["label"], dtype=np.int64))
+        content = [zlib.crc32(labels.tobytes()), zlib.crc32(bytes(batch["frames"][0]))] if len(labels) else []
         if self.rates is not None:
-            labels = np.ascontiguousarray(np.asarray(batch["label"], dtype=np.int64))
-            content = [zlib.crc32(labels.tobytes()), zlib.crc32(bytes(batch["frames"][0]))] if len(labels) else []
             batch = balance_batch(batch, self.rates, np.random.default_rng([*self.seed, *content]))
+        if self.pseudo_fakes is not None:
+            rng = np.random.default_rng([*self.seed, PSEUDO_FAKE_STREAM, *content])
+            batch = replace_fakes_with_pseudo_fakes(batch, self.pseudo_fakes, rng)
         return rows_to_batch(batch, uint8_frames=self.uint8_frames)

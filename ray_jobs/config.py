@@ -22,6 +22,7 @@ import yaml
 
 from data_pipeline.augment import AugmentationSpec
 from data_pipeline.filters import Preprocessing
+from data_pipeline.pseudo_fakes import PseudoFakes
 from specialists.losses import LossKind
 from specialists.model import ModelConfig
 
@@ -43,6 +44,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(args) == 1:  # Optional[X]: X's own error says what is wrong
+            return _convert(args[0], value, where)
         errors = []
         for a in args:
             try:
@@ -107,7 +110,9 @@ def from_dict(cls: type[T], data: dict, where: str | None = None) -> T:
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as e:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -190,6 +195,9 @@ class StageRecipe:
     ``lr`` (step ``i`` uses ``lr * (i + 1) / warmup_steps``); 0: none. Every stage starts a fresh
     AdamW, whose first updates are about ``lr`` in size whatever the gradients: a warm-up keeps
     them from undoing the weights the stage was initialised with."""
+    pseudo_fakes: PseudoFakes | None = None
+    """Self-blended pseudo-fakes made from the stage's real training clips, in the training stream
+    (``{method: sbi, ratio: 0.5}``; :mod:`data_pipeline.pseudo_fakes`); ``None``: none."""
     aliases: tuple[str, ...] = ()
     """Other names accepted for this stage (the seed's ``stage1``/``stage2``/``stage4``)."""
 
@@ -373,6 +381,10 @@ class TrainConfig:
     """CPUs of the local Ray started when no cluster is given (default: all)."""
     score_test: bool = True
     """Score each finished stage's test split for the report (never used for selection)."""
+    hold_out: list[str] = field(default_factory=list)
+    """Manipulation families (the shards' ``method``) whose fakes are removed from every stage's
+    training and validation data: the leave-one-family-out protocol. Their test fakes stay, and
+    ``evaluate`` marks them as absent from training."""
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "TrainConfig":

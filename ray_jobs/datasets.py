@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from data_pipeline.batch import MODEL_INPUT_COLUMNS
 from data_pipeline.filesystems import is_s3, resolve
 from ray_jobs.config import ConfigError, TrainConfig
-from ray_jobs.plan import Job
+from ray_jobs.plan import Job, hold_out_filter
 
-TRAIN_COLUMNS = list(MODEL_INPUT_COLUMNS)
+TRAIN_COLUMNS = [*MODEL_INPUT_COLUMNS, "face_box"]  # the face box places a pseudo-fake's blend in the grid patch
 TEST_COLUMNS = [*TRAIN_COLUMNS, "video_id", "face_index"]
 
 
@@ -48,6 +48,9 @@ def build_datasets(job: Job, cfg: TrainConfig) -> dict:
 
     configure_ray_data(cfg.preserve_order)
     read_args = {"num_cpus": cfg.data_cpus, "columns": TRAIN_COLUMNS}
+    keep = hold_out_filter(job.hold_out)
+    if keep is not None:  # leave-one-family-out: the held-out fakes never reach training or validation
+        read_args["filter"] = keep
     datasets = {}
 
     # seeded, and reseeded with every execution (epoch): another order each epoch, the same

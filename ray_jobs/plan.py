@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_pipeline.filesystems import FsPath, LocationError, check_location, map_files
@@ -43,6 +44,11 @@ class Job:
     """Storage parts of the checkpoint to initialise from (weights only), if any."""
     init_external: str | None = None
     """A local/NFS checkpoint folder to initialise from (``init_checkpoints``)."""
+    hold_out: list[str] = dataclasses.field(default_factory=list)
+    """Families whose fakes the stage's training and validation streams leave out (``TrainConfig.hold_out``)."""
+    trained_methods: list[str] = dataclasses.field(default_factory=list)
+    """Fake families the model has been trained on, this stage and the stages it initialises from
+    (those whose shards the run names): recorded in checkpoints, so ``evaluate`` can mark the others."""
 
     @property
     def run_name(self) -> str:
@@ -60,6 +66,8 @@ class StageShards:
     counts: list[dict[int, int]]
     num_frames: int
     size: int
+    methods: set[str] = dataclasses.field(default_factory=set)
+    """Fake families in the training data (without the held-out ones)."""
 
 
 def run_chain(cfg: TrainConfig) -> StageChain:
@@ -87,19 +95,32 @@ def _sweep_hparams(storage: Storage, cfg: TrainConfig, stage: str, specialist: s
     return best.get("best", {}).get(specialist, {}).get("hparams", {})
 
 
-def _count_labels(files: list[str], endpoint: str | None = None) -> tuple[dict[int, int], set[str]]:
-    """Label counts over ``files`` and the stage filters (``preprocessing``) their clips were prepared with."""
+def hold_out_filter(hold_out: list[str]):
+    """The pyarrow filter that keeps real clips and the fakes of families not held out (``None``: keep all)."""
+    if not hold_out:
+        return None
+    return (pc.field("label") == 0) | ~pc.field("method").isin(list(hold_out))
+
+
+def _count_labels(files: list[str], endpoint: str | None = None, hold_out: list[str] | None = None
+                  ) -> tuple[dict[int, int], set[str], set[str]]:
+    """Label counts over ``files`` (held-out fakes left out), the stage filters (``preprocessing``)
+    their clips were prepared with, and the families of their fakes (held-out ones left out)."""
     def read(f: str) -> pa.Table:
         p = FsPath.of(f, endpoint)
-        return pq.read_table(p.path, filesystem=p.fs, columns=["label", "preprocessing"])
+        return pq.read_table(p.path, filesystem=p.fs, columns=["label", "method", "preprocessing"])
 
     counts: dict[int, int] = {0: 0, 1: 0}
     kinds: set[str] = set()
+    methods: set[str] = set()
+    keep = hold_out_filter(hold_out or [])
     for t in map_files(read, files):
+        kinds |= set(t.column("preprocessing").unique().to_pylist())
+        t = t.filter(keep) if keep is not None else t
         for c, n in zip(*np.unique(t.column("label").to_numpy(), return_counts=True)):
             counts[int(c)] = counts.get(int(c), 0) + int(n)
-        kinds |= set(t.column("preprocessing").unique().to_pylist())
-    return counts, kinds
+        methods |= set(t.filter(pc.equal(t.column("label"), 1)).column("method").unique().to_pylist())
+    return counts, kinds, methods
 
 
 def _clip_shape(files: list[str], endpoint: str | None = None) -> tuple[int, int]:
@@ -162,17 +183,34 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
     if outdated:
         raise ConfigError(f"stage {stage.name}: the shards in {folder} were {outdated}")
     num_frames, size = _clip_shape(train_all, cfg.s3_endpoint)
-    counted = [_count_labels(files, cfg.s3_endpoint) for files in train_files]
-    counts = [c for c, _ in counted]
-    kinds = sorted(set().union(*(k for _, k in counted)))
+    counted = [_count_labels(files, cfg.s3_endpoint, cfg.hold_out) for files in train_files]
+    counts = [c for c, _, _ in counted]
+    kinds = sorted(set().union(*(k for _, k, _ in counted)))
     if kinds != [stage.preprocessing.value]:
         raise ConfigError(f"stage {stage.name}: the shards in {folder} were prepared with preprocessing "
                           f"{', '.join(kinds)}, but the stage's recipe uses {stage.preprocessing.value} "
                           f"(prepare them with --preprocessing {stage.preprocessing.value})")
     for i, c in enumerate(counts):
         if min(c.get(0, 0), c.get(1, 0)) == 0:
-            raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class (label counts {c})")
-    return StageShards(stage, train_files, val, test, counts, num_frames, size)
+            held = f" once {', '.join(cfg.hold_out)} is held out" if cfg.hold_out else ""
+            raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class{held} (label counts {c})")
+    return StageShards(stage, train_files, val, test, counts, num_frames, size,
+                       set().union(*(m for _, _, m in counted)))
+
+
+def _ancestor_methods(cfg: TrainConfig, chain: StageChain, stage: StageRecipe, seen: dict[str, set[str]]) -> set[str]:
+    """Fake families of ``stage``'s predecessors' training data (those whose shards ``cfg`` names)."""
+    out: set[str] = set()
+    prev = chain.previous(stage)
+    while prev is not None:
+        if prev.name not in seen and cfg.shards.get(prev.dataset):
+            try:
+                seen[prev.name] = stage_shards(cfg, prev).methods
+            except ConfigError:  # a predecessor's shards the run does not need: unknown, not an error
+                seen[prev.name] = set()
+        out |= seen.get(prev.name, set())
+        prev = chain.previous(prev)
+    return out
 
 
 def _init_source(cfg: TrainConfig, storage: Storage, chain: StageChain, stage: StageRecipe, key: str,
@@ -254,8 +292,11 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
     _check_run(cfg, storage)
     planned = []
     trained_here = {s.name for s in stages}
+    seen: dict[str, set[str]] = {}
     for stage in stages:
         data = stage_shards(cfg, stage)
+        seen[stage.name] = data.methods
+        methods = sorted(data.methods | _ancestor_methods(cfg, chain, stage, seen))
         stage = data.stage
         jobs, skipped = [], []
         for key in keys:
@@ -267,7 +308,7 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
             recipe = stage.replace(**hp) if hp else stage
             model = dataclasses.replace(cfg.model, specialist=key, image_size=data.size, num_frames=data.num_frames)
             jobs.append(Job(key, recipe, model, data.train_files, data.val, data.test, data.counts,
-                            init_parts, external))
+                            init_parts, external, list(cfg.hold_out), methods))
         planned.append((stage, jobs, skipped))
     check_backbone_weights(cfg, [j for _, jobs, _ in planned for j in jobs])
     return storage, planned

@@ -176,7 +176,8 @@ class WorkerBatches:
         self.runner, self.job, self.cfg, self.device, self.rank = runner, job, cfg, device, rank
         self.val_cache: list[dict] = []
 
-    def stream(self, name: str, batch_size: int, shuffle: bool, rates: dict[int, float] | None = None):
+    def stream(self, name: str, batch_size: int, shuffle: bool, rates: dict[int, float] | None = None,
+               pseudo_fakes=None):
         import ray.train
 
         from ray_jobs.collate import ClipCollate
@@ -184,7 +185,8 @@ class WorkerBatches:
         cfg, epoch = self.cfg, self.runner.epoch
         return ray.train.get_dataset_shard(name).iter_torch_batches(
             batch_size=batch_size, prefetch_batches=cfg.prefetch_batches, device=self.device,
-            collate_fn=ClipCollate(rates, seed=(cfg.seed, epoch, self.rank), uint8_frames=cfg.uint8_frames),
+            collate_fn=ClipCollate(rates, seed=(cfg.seed, epoch, self.rank), uint8_frames=cfg.uint8_frames,
+                                   pseudo_fakes=pseudo_fakes),
             pin_memory=cfg.use_gpu,
             local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None,
             local_shuffle_seed=(cfg.seed * 100_003 + epoch * 1_009 + self.rank) if shuffle else None)
@@ -197,7 +199,8 @@ class WorkerBatches:
             self.runner.log(f"chunk {chunk + 1}/{job.recipe.chunks}: {len(job.train_files[chunk])} shard(s), "
                             f"labels {job.class_counts[chunk]}")
         rates = balance_rates(job.class_counts[chunk]) if self.cfg.balance_classes else None
-        return self.stream(f"train_{chunk}", self.cfg.batch_size, shuffle=True, rates=rates)
+        return self.stream(f"train_{chunk}", self.cfg.batch_size, shuffle=True, rates=rates,
+                           pseudo_fakes=job.recipe.pseudo_fakes)
 
     def val(self):
         if not self.cfg.cache_shards:
@@ -234,7 +237,8 @@ def report_epoch(runner, job: Job, cfg: TrainConfig, rank: int, world_size: int,
         if rank == 0 and save:
             payload = build_payload(runner.state_dict(), runner.core.config, job.recipe, metrics,
                                     extra={"run": job.run_name, "world_size": world_size,
-                                           "init_from": init_source})
+                                           "init_from": init_source, "hold_out": list(job.hold_out),
+                                           "trained_methods": list(job.trained_methods)})
             save_checkpoint(tmp, payload)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
