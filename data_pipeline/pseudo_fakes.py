@@ -16,30 +16,41 @@ is drawn per clip and applied to every frame and to the grid patch, so a clip's 
 and both views show the same blend. Rows not chosen are passed on untouched, and a pseudo-fake is a
 new row: the real clip it came from stays in the batch as it was.
 
-What the pseudo-fake does not change: the clip's audio, sync curves and lighting cues (computed
-when the shards were prepared, from frames this module never sees). A blended face with the
-original's lighting cues is still labelled fake, so BG learns more from its image branches there.
+What a blended pseudo-fake does not change: the clip's audio, sync curves and lighting cues
+(computed when the shards were prepared, from frames this module never sees). A blended face with
+the original's lighting cues is still labelled fake, so BG learns more from its image branches there.
+
+Blending leaves the voice in sync with the mouth, so no blended pseudo-fake stands for a dubbed or
+re-timed voice. ``av_shift`` pseudo-fakes do, for the specialists that read the sync curves (AV):
+the same real clip with its audio moved 0.24-0.52 s, which moves the curves' mouth-voice
+correlation peak (at offset 0 for a real clip) by as many offset steps. The curves are shifted
+along their offset axis, the offsets that leave one end coming back at the other: far from the
+peak, both ends hold the weak correlation of unrelated mouth and voice. (The clip's log-mel window
+is kept: a shifted voice is still a natural voice.)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 __all__ = ["METHODS", "PseudoFakes", "BlendDraw", "FaceGeometry", "draw_blend", "self_blend",
-           "crop_geometry", "grid_geometry", "pseudo_fake_row", "replace_fakes_with_pseudo_fakes"]
+           "crop_geometry", "grid_geometry", "pseudo_fake_row", "av_shifted_row", "draw_av_shift",
+           "has_sync", "replace_fakes_with_pseudo_fakes"]
 
-#: pseudo-fake methods a stage can ask for
-METHODS = ("sbi",)
+#: pseudo-fake methods a stage can ask for (``method: sbi+av_shift`` asks for both)
+METHODS = ("sbi", "av_shift")
+#: ``av_shift``: the audio moves this many sync offset steps (of 1/25 s) either way
+AV_SHIFT_STEPS = (6, 13)
 #: the crop margin of :class:`~data_pipeline.clips.ClipConfig` (its default, which ``prepare`` uses)
 CROP_MARGIN = 0.3
 #: the codec-grid alignment of :mod:`.grid` (kept in step by a test)
 GRID_ALIGN = 16
-#: the ``method`` of a pseudo-fake row
-PSEUDO_METHOD = "pseudo_sbi"
+#: the ``method`` of a pseudo-fake row, per pseudo-fake method
+PSEUDO_METHOD = {"sbi": "pseudo_sbi", "av_shift": "pseudo_av_shift"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,9 @@ class PseudoFakes:
     """A stage's pseudo-fakes: ``pseudo_fakes: {method: sbi, ratio: 0.5}`` in its recipe."""
 
     method: str = "sbi"
-    """How pseudo-fakes are made: ``sbi`` (self-blended images)."""
+    """How pseudo-fakes are made: ``sbi`` (self-blended images), ``av_shift`` (the voice moved
+    against the mouth: only for specialists that read the sync curves) or ``sbi+av_shift`` (each
+    pseudo-fake one of them, at random)."""
     ratio: float = 0.5
     """Share of each training batch's fake rows replaced by pseudo-fakes of the batch's real rows
     (the real rows stay): 0.5 trains on as many pseudo-fakes as dataset fakes, 1.0 on pseudo-fakes
@@ -56,12 +69,23 @@ class PseudoFakes:
     """The shards' crop margin (``prepare``'s ``ClipConfig.margin``), which places the face box in a crop."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"pseudo_fakes.method {self.method!r} is not one of {list(METHODS)}")
+        if not self.kinds or any(k not in METHODS for k in self.kinds):
+            raise ValueError(f"pseudo_fakes.method {self.method!r} is not one of {list(METHODS)} "
+                             f"or several joined by '+'")
         if not 0 < self.ratio <= 1:
             raise ValueError(f"pseudo_fakes.ratio must be in (0, 1], got {self.ratio}")
         if self.margin < 0:
             raise ValueError(f"pseudo_fakes.margin must be >= 0, got {self.margin}")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.method.split("+") if k.strip())
+
+    def for_model(self, uses_sync: bool) -> "PseudoFakes | None":
+        """The pseudo-fakes a specialist can learn from: ``av_shift`` only for one that reads the
+        sync curves (for the others its rows would be real clips labelled fake); ``None``: none."""
+        kinds = [k for k in self.kinds if k != "av_shift" or uses_sync]
+        return replace(self, method="+".join(kinds)) if kinds else None
 
 
 @dataclass(frozen=True)
@@ -209,14 +233,40 @@ def pseudo_fake_row(row: dict, draw: BlendDraw, margin: float = CROP_MARGIN) -> 
         out["grid"] = self_blend(patch, draw, grid_geometry(np.asarray(row["face_box"]), g, margin))[0][0].tobytes()
     out["label"] = 1
     if "method" in out:
-        out["method"] = PSEUDO_METHOD
+        out["method"] = PSEUDO_METHOD["sbi"]
     return out
+
+
+def has_sync(row: dict) -> bool:
+    """Whether a clip row carries sync curves."""
+    shape = row.get("sync_shape")
+    return shape is not None and len(shape) == 2 and int(shape[0]) * int(shape[1]) > 0
+
+
+def av_shifted_row(row: dict, steps: int) -> dict:
+    """An ``av_shift`` pseudo-fake of a real clip row with sync curves: the curves moved ``steps``
+    offset steps (the voice ``steps / 25`` s later when positive), ``label`` 1; the rest copied."""
+    shape = tuple(int(v) for v in row["sync_shape"])
+    curves = np.frombuffer(row["sync"], np.float32).reshape(shape)
+    out = dict(row)
+    out["sync"] = np.ascontiguousarray(np.roll(curves, -steps, axis=1)).tobytes()
+    out["label"] = 1
+    if "method" in out:
+        out["method"] = PSEUDO_METHOD["av_shift"]
+    return out
+
+
+def draw_av_shift(rng: np.random.Generator) -> int:
+    """Offset steps of one ``av_shift`` pseudo-fake, either way."""
+    return int(rng.integers(AV_SHIFT_STEPS[0], AV_SHIFT_STEPS[1] + 1)) * int(rng.choice([-1, 1]))
 
 
 def replace_fakes_with_pseudo_fakes(batch: dict[str, np.ndarray], cfg: PseudoFakes,
                                     rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Replace ``round(ratio x fakes)`` of a batch's fake rows (chosen at random) by pseudo-fakes of
-    as many of its real rows (chosen at random, with replacement when fakes outnumber reals).
+    as many of its real rows (chosen at random, with replacement when fakes outnumber reals), each
+    made with one of ``cfg``'s methods drawn at random among those the real row allows
+    (``av_shift`` needs sync curves; with ``av_shift`` alone, only real rows with curves are used).
 
     ``batch`` holds NumPy columns of clip rows (as Ray Data hands them to a collate function);
     the result has the same columns and length. A batch without real or fake rows is returned as
@@ -224,6 +274,9 @@ def replace_fakes_with_pseudo_fakes(batch: dict[str, np.ndarray], cfg: PseudoFak
     """
     labels = np.asarray(batch["label"])
     real, fake = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    kinds = cfg.kinds
+    if kinds == ("av_shift",) and len(real):
+        real = real[[has_sync({"sync_shape": batch["sync_shape"][i]}) for i in real]] if "sync_shape" in batch else real[:0]
     k = int(round(cfg.ratio * len(fake)))
     if k == 0 or len(real) == 0:
         return batch
@@ -231,7 +284,13 @@ def replace_fakes_with_pseudo_fakes(batch: dict[str, np.ndarray], cfg: PseudoFak
     sources = rng.choice(real, size=k, replace=k > len(real))
     out = {name: np.array(col, copy=True) for name, col in batch.items()}
     for slot, src in zip(slots, sources):
-        row = pseudo_fake_row({name: col[src] for name, col in batch.items()}, draw_blend(rng), cfg.margin)
+        row = {name: col[src] for name, col in batch.items()}
+        usable = [kind for kind in kinds if kind != "av_shift" or has_sync(row)]
+        kind = usable[0] if len(usable) == 1 else str(rng.choice(usable))
+        if kind == "av_shift":
+            row = av_shifted_row(row, draw_av_shift(rng))
+        else:
+            row = pseudo_fake_row(row, draw_blend(rng), cfg.margin)
         for name, value in row.items():
             out[name][slot] = value
     return out

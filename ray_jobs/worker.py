@@ -199,8 +199,10 @@ class WorkerBatches:
             self.runner.log(f"chunk {chunk + 1}/{job.recipe.chunks}: {len(job.train_files[chunk])} shard(s), "
                             f"labels {job.class_counts[chunk]}")
         rates = balance_rates(job.class_counts[chunk]) if self.cfg.balance_classes else None
-        return self.stream(f"train_{chunk}", self.cfg.batch_size, shuffle=True, rates=rates,
-                           pseudo_fakes=job.recipe.pseudo_fakes)
+        pseudo = job.recipe.pseudo_fakes
+        if pseudo is not None:  # what this specialist can learn from (av_shift: only with sync curves)
+            pseudo = pseudo.for_model(self.runner.core.spec.uses_sync)
+        return self.stream(f"train_{chunk}", self.cfg.batch_size, shuffle=True, rates=rates, pseudo_fakes=pseudo)
 
     def val(self):
         if not self.cfg.cache_shards:
