@@ -47,9 +47,10 @@ def bench_config(shards: str, args: argparse.Namespace, tmp: Path, s3_endpoint: 
     """The one-specialist, one-stage train config the benchmark times (shards local or ``s3://``)."""
     from ray_jobs.config import TrainConfig
 
+    pseudo = {"pseudo_fakes": {"method": args.pseudo_fakes, "ratio": 0.5}} if args.pseudo_fakes else {}
     cfg = TrainConfig(shards={"ffpp": shards}, storage_path=str(tmp / "runs"), name="bench", s3_endpoint=s3_endpoint,
                       specialists=[args.specialist], stages=["ffpp"], batch_size=args.batch_size,
-                      stage_overrides={"ffpp": {"epochs": args.epochs}}, cpus_per_worker=float(args.threads),
+                      stage_overrides={"ffpp": {"epochs": args.epochs, **pseudo}}, cpus_per_worker=float(args.threads),
                       balance_classes=args.balance, log_every=0, score_test=False, num_cpus=args.threads + 1,
                       use_gpu=args.device.startswith("cuda"), cache_shards=args.cache_shards,
                       prefetch_batches=args.prefetch)
@@ -94,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--balance", action="store_true", help="TrainConfig.balance_classes for the Ray path")
     ap.add_argument("--cache-shards", action="store_true", help="TrainConfig.cache_shards for the Ray path")
     ap.add_argument("--prefetch", type=int, default=2, help="TrainConfig.prefetch_batches for the Ray path")
+    ap.add_argument("--pseudo-fakes", metavar="METHOD",
+                    help="the Ray path's stage makes pseudo-fakes (pseudo_fakes: {method: METHOD, ratio: 0.5})")
     ap.add_argument("--frames", choices=["uint8", "float", "both"], default="uint8",
                     help="TrainConfig.uint8_frames for the Ray path: uint8 to the device (default), "
                          "float32 from the prefetch threads, or both, one after the other")
@@ -137,7 +140,7 @@ def main() -> None:
         cfg.uint8_frames = frames == "uint8"
         r = ray_loop(job, cfg, storage, f"bench-{frames}")
         print(f"Ray Train + Data   : {r['samples_per_s']:8.1f} samples/s  frames={frames} cache_shards={args.cache_shards} "
-              f"balance={args.balance} prefetch={args.prefetch}  (whole run incl. start-up {r['run_s']:.0f}s)")
+              f"balance={args.balance} prefetch={args.prefetch} pseudo_fakes={args.pseudo_fakes}  (whole run incl. start-up {r['run_s']:.0f}s)")
         print(f"ratio Ray / plain  : {r['samples_per_s'] / plain_sps:.3f}   (target >= 0.9)")
         print(f"Ray whole epochs   : {r['epoch_samples_per_s']:8.1f} training samples per second of epoch wall time "
               f"(validation included; mean epoch {r['mean_epoch_s']:.1f}s)")

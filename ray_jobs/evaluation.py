@@ -24,11 +24,11 @@ from data_pipeline.filesystems import FsPath, check_location, map_files
 from data_pipeline.shards import list_complete_shards, outdated_schema
 from ray_jobs import layout
 from ray_jobs.config import ConfigError, StageChain, TrainConfig, from_dict, load_yaml
-from ray_jobs.members import Member, check_members, discover_members, load_ensemble, members_of
+from ray_jobs.members import Member, absent_from_training, check_members, discover_members, load_ensemble, members_of
 from ray_jobs.reports import write_evaluate_report
 from ray_jobs.sharding import read_prepare_config
 from ray_jobs.storage import Storage
-from ray_jobs.video_metrics import VideoScores, compute_metrics, video_scores
+from ray_jobs.video_metrics import ENSEMBLE, VideoScores, compute_metrics, video_scores
 from specialists.ensemble import DEFAULT_CLIP, Aggregation, AggregationConfig, Ensemble, fit_ensemble
 
 
@@ -290,18 +290,36 @@ def summary_line(cfg: EvaluateConfig, ens: Ensemble, metrics: dict[str, Any]) ->
             f"{e['video_auc']:.3f}, frame AUC {e['frame_auc']:.3f}, log loss {e['log_loss']:.3f} (uncalibrated "
             f"{e['log_loss_uncalibrated']:.3f}), EER {e['eer']:.3f}, acc real/fake {e['acc_real']:.3f}/{e['acc_fake']:.3f}; "
             "specialists' video AUC " + ", ".join(f"{k} {metrics['models'][k]['video_auc']:.3f}" for k in ens.specialists)
-            + f"; report {metrics['report']}")
+            + unseen_clause(metrics) + f"; report {metrics['report']}")
 
 
-def evaluate_split(cfg: EvaluateConfig, storage: Storage, ens: Ensemble, cols: dict[str, np.ndarray],
-                   folders: Sequence[FsPath], eval_files: Sequence[FsPath], notes: list[str], start: float) -> dict[str, Any]:
-    """The metrics of ``split`` (written with the report, and summed up in one printed line)."""
+def unseen_clause(metrics: dict[str, Any]) -> str:
+    """The summary's words on the families absent from training: the ensemble's video AUC on each."""
+    unseen = metrics.get("unseen_families") or []
+    return ("; absent from training: " + ", ".join(f"{f} (ensemble video AUC {metrics['family_auc'][ENSEMBLE][f]:.3f})"
+                                                    for f in unseen)) if unseen else ""
+
+
+def training_families_note(members: Sequence[Member]) -> list[str]:
+    """A note when no checkpoint records the families it trained on (older checkpoints): nothing is marked."""
+    if any({"hold_out", "trained_methods"} & set(m.meta.get("extra") or {}) for m in members):
+        return []
+    return ["the checkpoints do not record the families they trained on (older checkpoints): "
+            "no family is marked as absent from training"]
+
+
+def evaluate_split(cfg: EvaluateConfig, storage: Storage, ens: Ensemble, members: Sequence[Member],
+                   cols: dict[str, np.ndarray], folders: Sequence[FsPath], eval_files: Sequence[FsPath],
+                   notes: list[str], start: float) -> dict[str, Any]:
+    """The metrics of ``split`` (written with the report, and summed up in one printed line); the
+    families ``members`` never trained on are flagged."""
     scores = video_scores(cols, ens.specialists, ens.aggregation, _split_column(cols) == cfg.split)
+    unseen = absent_from_training(members, scores.video_methods[scores.video_labels == 1])
     metrics = {"name": cfg.name, "split": cfg.split, "shard_dirs": [str(f) for f in folders], "shards": len(eval_files),
-               **compute_metrics(ens, scores),
+               **compute_metrics(ens, scores, unseen),
                "ensemble_config": {**ens.to_dict(), "checkpoints": ens.extra.get("checkpoints", {}),
                                    "fitted_on": ens.extra.get("fitted_on")},
-               "notes": notes, "seconds": time.perf_counter() - start}
+               "notes": notes + training_families_note(members), "seconds": time.perf_counter() - start}
     metrics["report"] = publish_report(cfg, storage, ens, scores, metrics)
     print(summary_line(cfg, ens, metrics), flush=True)
     return metrics
@@ -327,7 +345,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     assert ens is not None
     if not cfg.evaluate:
         return {"ensemble_config": ens.to_dict(), "seconds": time.perf_counter() - start}
-    return evaluate_split(cfg, storage, ens, cols, folders, eval_files, notes, start)
+    return evaluate_split(cfg, storage, ens, members, cols, folders, eval_files, notes, start)
 
 
 def run_for_demo(tc: TrainConfig, out: str | Path) -> dict[str, Any]:
@@ -344,4 +362,5 @@ def run_for_demo(tc: TrainConfig, out: str | Path) -> dict[str, Any]:
             "log_loss": m["ensemble"]["log_loss"], "log_loss_uncalibrated": m["ensemble"]["log_loss_uncalibrated"],
             "specialist_video_auc": {k: m["models"][k]["video_auc"] for k in m["ensemble_config"]["specialists"]},
             "weights": m["ensemble_config"]["weights"], "temperature": m["ensemble_config"]["temperature"],
-            "faces_auc": m.get("faces_auc", {}), "family_auc": m.get("family_auc", {})}
+            "faces_auc": m.get("faces_auc", {}), "family_auc": m.get("family_auc", {}),
+            "unseen_families": m.get("unseen_families", [])}

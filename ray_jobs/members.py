@@ -3,13 +3,14 @@
 What ``interceptor evaluate`` and ``interceptor predict`` share: finding each specialist's latest
 complete checkpoint (:func:`discover_members`), checking that the checkpoints of an ensemble agree
 on the clip format (:func:`check_members`), loading the fitted ensemble (:func:`load_ensemble`) and
-the very checkpoints it was fitted with (:func:`members_of`). Only ``meta.json`` files are read
+the very checkpoints it was fitted with (:func:`members_of`), and the manipulation families the
+checkpoints never trained on (:func:`absent_from_training`). Only ``meta.json`` files are read
 here, never weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ from ray_jobs.config import StageChain
 from ray_jobs.storage import Storage
 from specialists.ensemble import Ensemble, EnsembleError
 from specialists.registry import get_spec, list_specialists
+
+#: the ``method`` of on-the-fly pseudo-fakes starts so (``pseudo_sbi``, ...; data_pipeline.pseudo_fakes)
+PSEUDO_PREFIX = "pseudo_"
 
 #: model-config fields every checkpoint of one ensemble must share: they define the clips it reads
 FORMAT_FIELDS = ("image_size", "num_frames", "audio_mels", "audio_steps")
@@ -105,6 +109,25 @@ def check_members(members: Sequence[Member]) -> dict[str, Any]:
                     f"checkpoint {m.display} does not fit the ensemble: its {key} is {have} but "
                     f"{ref.display} has {want} (all specialists of one ensemble must read the same clips)")
     return {key: ref.model_config.get(key) for key in FORMAT_FIELDS}
+
+
+def absent_from_training(members: Sequence[Member], families: Iterable[str]) -> set[str]:
+    """The families of ``families`` (the evaluated fakes' ``method`` values) the ensemble's
+    checkpoints never trained on, whose scores therefore measure generalisation.
+
+    A family is absent when any checkpoint held it out (``extra.hold_out``: the leave-one-family-out
+    protocol), or when every checkpoint records the families it trained on through its stage chain
+    (``extra.trained_methods``) and none of them lists it. Older checkpoints record neither, and
+    nothing is known from them. On-the-fly pseudo-fakes (:data:`PSEUDO_PREFIX`) are never evaluated.
+    """
+    extras = [m.meta.get("extra") or {} for m in members]
+    held = {str(f) for e in extras for f in e.get("hold_out") or []}
+    families = {str(f) for f in families if not str(f).startswith(PSEUDO_PREFIX)}
+    absent = families & held
+    if extras and all(e.get("trained_methods") is not None for e in extras):
+        trained = {str(f) for e in extras for f in e["trained_methods"]}
+        absent |= families - trained
+    return absent
 
 
 def load_ensemble(storage: Storage, name: str) -> Ensemble:

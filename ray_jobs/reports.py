@@ -239,6 +239,24 @@ def plot_reliability(ens: Ensemble, s: VideoScores, metrics: dict, path: Path) -
     plt.close(fig)
 
 
+#: the mark of a family absent from training in the evaluation's tables and plot
+UNSEEN_MARK = "*"
+
+
+def family_label(metrics: dict, family: str) -> str:
+    """A family's name in the evaluation's tables, marked when no member trained on it."""
+    return family + UNSEEN_MARK if family in metrics.get("unseen_families", ()) else family
+
+
+def unseen_legend(metrics: dict) -> list[str]:
+    """The legend of the mark (none when every evaluated family was trained on, or nothing is recorded)."""
+    unseen = metrics.get("unseen_families") or []
+    if not unseen:
+        return []
+    return ["", f"Families marked `{UNSEEN_MARK}` were absent from training (held out, or in no member's "
+            f"training data): {', '.join(unseen)}."]
+
+
 def plot_family_matrix(metrics: dict, path: Path) -> None:
     """The model x manipulation-family video AUC matrix as an annotated heat map."""
     plt = pyplot()
@@ -247,12 +265,13 @@ def plot_family_matrix(metrics: dict, path: Path) -> None:
     data = np.array([[metrics["family_auc"][r][f] for f in fams] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(1.3 * max(3, len(fams)) + 2, 0.5 * len(rows) + 1.8))
     im = ax.imshow(data, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(fams)), fams, rotation=30, ha="right")
+    ax.set_xticks(range(len(fams)), [family_label(metrics, f) for f in fams], rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     for i in range(len(rows)):
         for j in range(len(fams)):
             ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_title("Video AUC: real vs each manipulation family")
+    ax.set_title("Video AUC: real vs each manipulation family"
+                 + (f" ({UNSEEN_MARK}: absent from training)" if metrics.get("unseen_families") else ""))
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -271,21 +290,38 @@ def _evaluate_tables(metrics: dict) -> list[str]:
               "plain mean of the specialists' probabilities (no fitting).", "",
               "## Specialist x manipulation family (video AUC, real vs that family)", ""]
     fams = metrics["families"]
-    lines += ["| model | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
+    lines += ["| model | " + " | ".join(family_label(metrics, f) for f in fams) + " |", "|---|" + "---|" * len(fams)]
     for name, row in metrics["family_auc"].items():
         lines.append(f"| {name} | " + " | ".join(fmt(row[f]) for f in fams) + " |")
+    lines += unseen_legend(metrics)
     if metrics.get("dataset_auc"):
         ds = metrics["datasets"]
         lines += ["", "Video AUC per dataset:", "", "| model | " + " | ".join(ds) + " |", "|---|" + "---|" * len(ds)]
         lines += [f"| {name} | " + " | ".join(fmt(row[d]) for d in ds) + " |" for name, row in metrics["dataset_auc"].items()]
+        lines += _dataset_family_table(metrics)
     return lines
+
+
+def _dataset_family_table(metrics: dict) -> list[str]:
+    """Pooled datasets: one row per dataset and family (its reals against that family's fakes), one
+    column per model of the family matrix."""
+    per = metrics.get("dataset_family_auc") or {}
+    names = list(metrics["family_auc"])
+    lines = ["", "## Dataset x manipulation family (video AUC, the dataset's real videos vs that family)", "",
+             "| dataset | family | real | fake | " + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
+    for d, cell in per.items():
+        for f, n in cell["fake_videos"].items():
+            lines.append(f"| {d} | {family_label(metrics, f)} | {cell['real_videos']} | {n} | "
+                         + " | ".join(fmt(cell["auc"][name][f]) for name in names) + " |")
+    return lines + unseen_legend(metrics)
 
 
 def _ensemble_section(metrics: dict) -> list[str]:
     """The report's accuracy per family and the fitted ensemble: weights, checkpoints, fit."""
     ens = metrics["ensemble_config"]
     lines = ["", "Ensemble accuracy (threshold 0.5) per class and family: "
-             + ", ".join(f"{f} {fmt(d['acc'])} ({d['videos']} videos)" for f, d in metrics["family_accuracy"].items()), "",
+             + ", ".join(f"{family_label(metrics, f)} {fmt(d['acc'])} ({d['videos']} videos)"
+                         for f, d in metrics["family_accuracy"].items()), "",
              "## Ensemble", "",
              f"Temperature {fmt(ens['temperature'])}, bias {fmt(ens['bias'])}, output clipped to "
              f"[{ens['clip']}, {1 - ens['clip']}].", "",

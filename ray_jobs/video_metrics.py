@@ -5,12 +5,13 @@ per-video probabilities for every specialist; :func:`compute_metrics` gives, for
 ensemble before calibration (:data:`UNCALIBRATED`), the plain mean of the specialists'
 probabilities (:data:`MEAN_PROB`) and every specialist: video and frame (clip) AUC, log loss, EER,
 accuracy per class and expected calibration error; the specialist x manipulation-family AUC
-matrix, the ensemble's accuracy per family, and with several datasets the video AUC per dataset.
+matrix, the ensemble's accuracy per family, with several datasets the video AUC per dataset, the
+same family matrix within each dataset, and which families were absent from training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,16 +122,36 @@ def _faces_auc(ens_video: np.ndarray, s: VideoScores) -> dict[str, Any]:
     return out
 
 
-def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
-    """Every number of the report (see the module docstring); plain JSON data."""
+def _dataset_family_auc(scores: Mapping[str, tuple[np.ndarray, np.ndarray]], s: VideoScores) -> dict[str, Any]:
+    """Per dataset, the video AUC of its real videos against each of its families' fakes (the
+    models of ``family_auc``): the pooled matrix mixes datasets whose reals differ in difficulty."""
+    methods, datasets = s.video_methods.astype(str), s.video_datasets.astype(str)
+    out: dict[str, Any] = {}
+    for d in sorted(set(datasets)):
+        real = (datasets == d) & (s.video_labels == 0)
+        fake = {f: (datasets == d) & (s.video_labels == 1) & (methods == f)
+                for f in sorted(set(methods[(datasets == d) & (s.video_labels == 1)]))}
+        out[d] = {"real_videos": int(real.sum()), "fake_videos": {f: int(m.sum()) for f, m in fake.items()},
+                  "auc": {name: {f: M.auc(video_p[real | m], s.video_labels[real | m]) if real.any() else float("nan")
+                                 for f, m in fake.items()}
+                          for name, (_, video_p) in scores.items() if name != UNCALIBRATED}}
+    return out
+
+
+def compute_metrics(ens: Ensemble, s: VideoScores, unseen: Collection[str] = ()) -> dict[str, Any]:
+    """Every number of the report (see the module docstring); plain JSON data.
+
+    ``unseen``: the families no member trained on (:func:`ray_jobs.members.absent_from_training`),
+    flagged so that the report tells generalisation from fitting.
+    """
+    scores = model_scores(ens, s)
     models = {}
-    for name, (clip_p, video_p) in model_scores(ens, s).items():
+    for name, (clip_p, video_p) in scores.items():
         models[name] = {"video_auc": M.auc(video_p, s.video_labels), "frame_auc": M.auc(clip_p, s.clip_labels),
                         **{k: v for k, v in M.summary(video_p, s.video_labels).items() if k not in ("auc", "n")},
                         "ece": _ece(video_p, s.video_labels)}
     families = sorted({str(m) for m, y in zip(s.video_methods, s.video_labels) if y == 1})
     real = s.video_labels == 0
-    scores = model_scores(ens, s)
     matrix = {name: {f: M.auc(video_p[real | (s.video_methods == f)], s.video_labels[real | (s.video_methods == f)])
                      for f in families} for name, (_, video_p) in scores.items() if name not in (UNCALIBRATED,)}
     datasets = sorted({str(d) for d in s.video_datasets})
@@ -146,6 +167,9 @@ def compute_metrics(ens: Ensemble, s: VideoScores) -> dict[str, Any]:
         "family_auc": matrix,
         "family_accuracy": _family_accuracy(scores[ENSEMBLE][1], s, families),
         "dataset_auc": per_dataset,
+        "dataset_family_auc": _dataset_family_auc(scores, s),
+        "unseen_families": sorted(set(families) & set(unseen)),
+        "family_unseen": {f: f in unseen for f in families},
         "faces_auc": _faces_auc(scores[ENSEMBLE][1], s),
     }
 

@@ -8,6 +8,7 @@ families, two clips per video.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -124,6 +125,9 @@ def test_fit_on_val_then_evaluate_on_test(trained, ray_local, capsys):
 
     report = (out / "report.md").read_text()
     assert "| model | bright | checker |" in report and "| ensemble |" in report
+    # these checkpoints record no training families (as older ones): nothing is marked, and a note says so
+    assert m["unseen_families"] == [] and "do not record the families they trained on" in report
+    assert set(m["dataset_family_auc"]["ffpp"]["auc"]["ensemble"]) == {"bright", "checker"}
     for png in ("roc.png", "reliability.png", "family_auc.png"):
         assert (out / png).stat().st_size > 5000
 
@@ -134,7 +138,11 @@ def test_fit_on_val_then_evaluate_on_test(trained, ray_local, capsys):
     assert saved.fit.videos == 40 and saved.fit.log_loss_calibrated <= saved.fit.log_loss_uncalibrated + 1e-3
 
     # reuse the saved ensemble (no refit) on the val splits of two datasets pooled; the same video
-    # ids in both datasets stay apart
+    # ids in both datasets stay apart. The checkpoints now record bright as held out (the marks read
+    # only meta.json, which the ensemble's check of epoch and creation time leaves alone)
+    for key in ("cm", "bg", "rr"):
+        meta = Path(storage.path(*final_parts(NAME, key, "ffpp"))) / "meta.json"
+        meta.write_text(json.dumps(json.loads(meta.read_text()) | {"extra": {"hold_out": ["bright"]}}))
     other = root / "shards-celebdf"
     write_split(other, "val", 40, seed=12, preprocessing="clahe", dataset="celebdf")
     rc = main(["--storage-path", storage.uri, "--name", NAME, "--out", str(root / "val"), "--no-fit", "--split", "val",
@@ -143,6 +151,11 @@ def test_fit_on_val_then_evaluate_on_test(trained, ray_local, capsys):
     pooled = json.loads((root / "val" / "metrics.json").read_text())
     assert pooled["videos"] == 80 and pooled["datasets"] == ["celebdf", "ffpp"]
     assert set(pooled["dataset_auc"]["ensemble"]) == {"celebdf", "ffpp"}
+    assert pooled["unseen_families"] == ["bright"] and pooled["family_unseen"] == {"bright": True, "checker": False}
+    assert set(pooled["dataset_family_auc"]) == {"celebdf", "ffpp"}
+    report = (root / "val" / "report.md").read_text()
+    assert "| celebdf | bright* | " in report and "| ffpp | checker | " in report and "| model | bright* | checker |" in report
+    assert "absent from training: bright (ensemble video AUC" in capsys.readouterr().out
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
