@@ -249,7 +249,7 @@ def av_shifted_row(row: dict, steps: int) -> dict:
     shape = tuple(int(v) for v in row["sync_shape"])
     curves = np.frombuffer(row["sync"], np.float32).reshape(shape)
     out = dict(row)
-    out["sync"] = np.ascontiguousarray(np.roll(curves, -steps, axis=1)).tobytes()
+    out["sync"] = np.ascontiguousarray(np.roll(curves, steps, axis=1)).tobytes()
     out["label"] = 1
     if "method" in out:
         out["method"] = PSEUDO_METHOD["av_shift"]

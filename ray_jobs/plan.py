@@ -8,6 +8,7 @@ a class missing from a chunk, a predecessor without a checkpoint all raise one-l
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -46,9 +47,10 @@ class Job:
     """A local/NFS checkpoint folder to initialise from (``init_checkpoints``)."""
     hold_out: list[str] = dataclasses.field(default_factory=list)
     """Families whose fakes the stage's training and validation streams leave out (``TrainConfig.hold_out``)."""
-    trained_methods: list[str] = dataclasses.field(default_factory=list)
-    """Fake families the model has been trained on, this stage and the stages it initialises from
-    (those whose shards the run names): recorded in checkpoints, so ``evaluate`` can mark the others."""
+    trained_methods: list[str] | None = dataclasses.field(default_factory=list)
+    """Fake families the model has been trained on, this stage and through the checkpoint it
+    starts from: recorded in checkpoints, so ``evaluate`` can mark the others; ``None`` when the
+    starting checkpoint records nothing."""
 
     @property
     def run_name(self) -> str:
@@ -68,6 +70,8 @@ class StageShards:
     size: int
     methods: set[str] = dataclasses.field(default_factory=set)
     """Fake families in the training data (without the held-out ones)."""
+    all_methods: set[str] = dataclasses.field(default_factory=set)
+    """Fake families in the training data, held-out ones included."""
 
 
 def run_chain(cfg: TrainConfig) -> StageChain:
@@ -103,9 +107,9 @@ def hold_out_filter(hold_out: list[str]):
 
 
 def _count_labels(files: list[str], endpoint: str | None = None, hold_out: list[str] | None = None
-                  ) -> tuple[dict[int, int], set[str], set[str]]:
+                  ) -> tuple[dict[int, int], set[str], set[str], set[str]]:
     """Label counts over ``files`` (held-out fakes left out), the stage filters (``preprocessing``)
-    their clips were prepared with, and the families of their fakes (held-out ones left out)."""
+    their clips were prepared with, and the families of their fakes: held-out ones left out, and all."""
     def read(f: str) -> pa.Table:
         p = FsPath.of(f, endpoint)
         return pq.read_table(p.path, filesystem=p.fs, columns=["label", "method", "preprocessing"])
@@ -113,14 +117,16 @@ def _count_labels(files: list[str], endpoint: str | None = None, hold_out: list[
     counts: dict[int, int] = {0: 0, 1: 0}
     kinds: set[str] = set()
     methods: set[str] = set()
+    present: set[str] = set()
     keep = hold_out_filter(hold_out or [])
     for t in map_files(read, files):
         kinds |= set(t.column("preprocessing").unique().to_pylist())
+        present |= set(t.filter(pc.equal(t.column("label"), 1)).column("method").unique().to_pylist())
         t = t.filter(keep) if keep is not None else t
         for c, n in zip(*np.unique(t.column("label").to_numpy(), return_counts=True)):
             counts[int(c)] = counts.get(int(c), 0) + int(n)
         methods |= set(t.filter(pc.equal(t.column("label"), 1)).column("method").unique().to_pylist())
-    return counts, kinds, methods
+    return counts, kinds, methods, present
 
 
 def _clip_shape(files: list[str], endpoint: str | None = None) -> tuple[int, int]:
@@ -184,8 +190,8 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
         raise ConfigError(f"stage {stage.name}: the shards in {folder} were {outdated}")
     num_frames, size = _clip_shape(train_all, cfg.s3_endpoint)
     counted = [_count_labels(files, cfg.s3_endpoint, cfg.hold_out) for files in train_files]
-    counts = [c for c, _, _ in counted]
-    kinds = sorted(set().union(*(k for _, k, _ in counted)))
+    counts = [c[0] for c in counted]
+    kinds = sorted(set().union(*(c[1] for c in counted)))
     if kinds != [stage.preprocessing.value]:
         raise ConfigError(f"stage {stage.name}: the shards in {folder} were prepared with preprocessing "
                           f"{', '.join(kinds)}, but the stage's recipe uses {stage.preprocessing.value} "
@@ -195,22 +201,35 @@ def stage_shards(cfg: TrainConfig, stage: StageRecipe) -> StageShards:
             held = f" once {', '.join(cfg.hold_out)} is held out" if cfg.hold_out else ""
             raise ConfigError(f"stage {stage.name}: training chunk {i} lacks a class{held} (label counts {c})")
     return StageShards(stage, train_files, val, test, counts, num_frames, size,
-                       set().union(*(m for _, _, m in counted)))
+                       set().union(*(c[2] for c in counted)), set().union(*(c[3] for c in counted)))
 
 
-def _ancestor_methods(cfg: TrainConfig, chain: StageChain, stage: StageRecipe, seen: dict[str, set[str]]) -> set[str]:
-    """Fake families of ``stage``'s predecessors' training data (those whose shards ``cfg`` names)."""
-    out: set[str] = set()
-    prev = chain.previous(stage)
-    while prev is not None:
-        if prev.name not in seen and cfg.shards.get(prev.dataset):
-            try:
-                seen[prev.name] = stage_shards(cfg, prev).methods
-            except ConfigError:  # a predecessor's shards the run does not need: unknown, not an error
-                seen[prev.name] = set()
-        out |= seen.get(prev.name, set())
-        prev = chain.previous(prev)
-    return out
+def _recorded_methods(storage: Storage, init_parts: list[str] | None, external: str | None) -> set[str] | None:
+    """The families a checkpoint records it was trained on (``extra.trained_methods`` of its
+    ``meta.json``); ``None`` when it records none (a checkpoint from before these records)."""
+    try:
+        if external:
+            meta = json.loads((Path(external) / layout.META_FILE).read_text())
+        else:
+            meta = storage.read_json(*init_parts, layout.META_FILE)
+    except (OSError, ValueError):
+        return None
+    recorded = (meta.get("extra") or {}).get("trained_methods")
+    return None if recorded is None else set(recorded)
+
+
+def _trained_methods(storage: Storage, stage: StageRecipe, own: set[str], init: tuple[list[str] | None, str | None],
+                     trained_here: dict[tuple[str, str], set[str] | None], key: str) -> set[str] | None:
+    """The fake families a (specialist, stage) is trained on through its chain: the stage's own
+    (held-out ones left out) and its predecessor's, taken from this run's plan when the predecessor
+    is trained in this run, else from the predecessor's checkpoint; ``None`` when that checkpoint
+    records nothing (then ``evaluate`` marks nothing)."""
+    init_parts, external = init
+    if init_parts is None and external is None:
+        return set(own)
+    prev = (key, stage.init_from)
+    inherited = trained_here[prev] if prev in trained_here else _recorded_methods(storage, init_parts, external)
+    return None if inherited is None else set(own) | inherited
 
 
 def _init_source(cfg: TrainConfig, storage: Storage, chain: StageChain, stage: StageRecipe, key: str,
@@ -292,23 +311,29 @@ def plan(cfg: TrainConfig, skip_complete: bool = True
     _check_run(cfg, storage)
     planned = []
     trained_here = {s.name for s in stages}
-    seen: dict[str, set[str]] = {}
+    methods: dict[tuple[str, str], set[str] | None] = {}
+    present: set[str] = set()
     for stage in stages:
         data = stage_shards(cfg, stage)
-        seen[stage.name] = data.methods
-        methods = sorted(data.methods | _ancestor_methods(cfg, chain, stage, seen))
         stage = data.stage
+        present |= data.all_methods
         jobs, skipped = [], []
         for key in keys:
             if skip_complete and is_complete(storage, cfg.name, key, stage.name):
                 skipped.append(key)
                 continue
             init_parts, external = _init_source(cfg, storage, chain, stage, key, trained_here)
+            trained = methods[(key, stage.name)] = _trained_methods(storage, stage, data.methods, (init_parts, external),
+                                                                    methods, key)
             hp = _sweep_hparams(storage, cfg, stage.name, key)
             recipe = stage.replace(**hp) if hp else stage
             model = dataclasses.replace(cfg.model, specialist=key, image_size=data.size, num_frames=data.num_frames)
             jobs.append(Job(key, recipe, model, data.train_files, data.val, data.test, data.counts,
-                            init_parts, external, list(cfg.hold_out), methods))
+                            init_parts, external, list(cfg.hold_out), None if trained is None else sorted(trained)))
         planned.append((stage, jobs, skipped))
+    unknown = sorted(set(cfg.hold_out) - present)
+    if unknown:  # most likely a typo: holding out nothing would quietly train on the family
+        raise ConfigError(f"hold_out: no training fake of {', '.join(unknown)} in the shards of stage(s) "
+                          f"{', '.join(s.name for s in stages)}; their families: {', '.join(sorted(present)) or 'none'}")
     check_backbone_weights(cfg, [j for _, jobs, _ in planned for j in jobs])
     return storage, planned

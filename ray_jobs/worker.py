@@ -240,7 +240,8 @@ def report_epoch(runner, job: Job, cfg: TrainConfig, rank: int, world_size: int,
             payload = build_payload(runner.state_dict(), runner.core.config, job.recipe, metrics,
                                     extra={"run": job.run_name, "world_size": world_size,
                                            "init_from": init_source, "hold_out": list(job.hold_out),
-                                           "trained_methods": list(job.trained_methods)})
+                                           "trained_methods": None if job.trained_methods is None
+                                           else list(job.trained_methods)})
             save_checkpoint(tmp, payload)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
