@@ -100,9 +100,9 @@ class FaceGeometry:
 @dataclass(frozen=True)
 class BlendDraw:
     """The random choices of one pseudo-fake, in face-relative units: one per clip, shared by all
-    its frames and its grid patch. Ranges follow SBI's (colour: RGB shift, hue / saturation /
-    brightness / contrast; frequency: down-up scaling or sharpening; a small shift and rescale;
-    a blurred mask with a random blend ratio)."""
+    its frames and its grid patch. Ranges follow SBI's (colour: RGB shift, saturation, brightness,
+    contrast; frequency: down-up scaling or sharpening; a small shift and rescale; a blurred mask
+    with a random blend ratio)."""
 
     mask_axes: tuple[float, float]
     """Ellipse semi-axes (x, y) in face half-sizes."""
@@ -180,7 +180,7 @@ def blend_mask(shape: tuple[int, int], draw: BlendDraw, geom: FaceGeometry) -> n
     sigma = max(0.5, draw.mask_blur * geom.half)
     k = 2 * math.ceil(3 * sigma) + 1
     mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
-    mask[mask < 1e-3] = 0.0  # the kernel's far tail: below a 255th of a level
+    mask[mask < 1e-3] = 0.0  # the kernel's far tail: a quarter of a grey level at most
     return mask * draw.blend
 
 
