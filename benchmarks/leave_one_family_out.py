@@ -171,6 +171,23 @@ def score_family(shards: str, family: str, results: list[dict], keys: list[str])
     return out
 
 
+def merge_runs(runs: list[dict]) -> tuple[dict, list[str], dict]:
+    """Several runs' ``lofo.json`` (seeds) as one: each cell their mean; each run's table kept in ``runs``."""
+    keys = runs[0]["specialists"]
+    families = [f for f in runs[0]["table"] if all(f in r["table"] for r in runs)]
+    def cell(f: str, v: str, c: str):
+        values = [r["table"][f][v][c] for r in runs]
+        return values[0] if c.endswith("_videos") else float(np.mean(values))  # counts: the same test split
+
+    table = {f: {v: {c: cell(f, v, c) for c in runs[0]["table"][f][v]} for v in VARIANTS} for f in families}
+    meta = {k: v for k, v in runs[0].items() if k not in ("table", "mean", "seed", "seconds", "runs")}
+    if len(runs) > 1:
+        meta["runs"] = [{k: r[k] for k in ("seed", "seconds", "table", "mean") if k in r} for r in runs]
+    else:
+        meta.update({k: runs[0][k] for k in ("seed", "seconds") if k in runs[0]})
+    return table, keys, meta
+
+
 def write_outputs(out: Path, table: dict, keys: list[str], meta: dict) -> str:
     """``lofo.json``, ``lofo.md`` (the table) and ``lofo.png`` (ensemble AUC per family, both variants)."""
     import matplotlib
@@ -196,15 +213,19 @@ def write_outputs(out: Path, table: dict, keys: list[str], meta: dict) -> str:
     (out / "lofo.json").write_text(json.dumps({"table": table, "mean": mean, **meta}, indent=2))
     fig, ax = plt.subplots(figsize=(9, 3.6))
     x = np.arange(len(families))
+    runs = meta.get("runs", [])
     for j, v in enumerate(VARIANTS):
         ax.bar(x + (j - 0.5) * 0.38, [table[f][v]["ensemble"] for f in families], 0.38,
                label=f"{v} pseudo-fakes (mean {mean[v]:.3f})")
+        for r in runs:  # each run (seed) of an averaged table
+            ax.plot(x + (j - 0.5) * 0.38, [r["table"][f][v]["ensemble"] for f in families], "k.", ms=4)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.axhline(0.85, color="k", lw=0.8, ls="--", label="target 0.85")
     ax.set_xticks(x, [f.replace("_", "\n") for f in families], fontsize=8)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("ensemble video AUC on the held-out family")
-    ax.set_title("Leave-one-family-out (synthetic benchmark, demo scale)")
+    ax.set_title("Leave-one-family-out (synthetic benchmark, demo scale"
+                 + (f", mean of {len(runs)} seeds; dots: each seed)" if runs else ")"))
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(out / "lofo.png", dpi=110)
@@ -214,9 +235,10 @@ def write_outputs(out: Path, table: dict, keys: list[str], meta: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", help="folder of per-dataset shard folders (demo_out/shards)")
-    ap.add_argument("--replot", metavar="LOFO_JSON", help="rewrite the table and PNG of an earlier run's lofo.json")
+    ap.add_argument("--replot", metavar="LOFO_JSON", nargs="+",
+                    help="rewrite the table and PNG from earlier runs' lofo.json (several: their mean, each run a dot)")
     ap.add_argument("--out", default="lofo_out")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--method", default="sbi+av_shift", help="pseudo_fakes.method of the 'with' variant")
     ap.add_argument("--ratio", type=float, default=0.5, help="pseudo_fakes.ratio of the 'with' variant")
     ap.add_argument("--train-clips", type=int, default=2, help="clips per training video (the shards' first ones)")
@@ -226,9 +248,8 @@ def main() -> None:
     ap.add_argument("--specialists", nargs="*", help="default: every registered specialist")
     args = ap.parse_args()
     if args.replot:
-        done = json.loads(Path(args.replot).read_text())
-        meta = {k: v for k, v in done.items() if k not in ("table", "mean")}
-        print(write_outputs(Path(args.out), done["table"], done["specialists"], meta))
+        table, keys, meta = merge_runs([json.loads(Path(p).read_text()) for p in args.replot])
+        print(write_outputs(Path(args.out), table, keys, meta))
         return
     if not args.shards:
         ap.error("--shards is required (or --replot)")
