@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_pipeline.filters import Preprocessing, parse_preprocessing
+from data_pipeline.pseudo_fakes import PSEUDO_METHOD
 from ray_jobs import layout
 from ray_jobs.checkpoints import FORMAT, FORMAT_VERSION, CheckpointError
 from ray_jobs.config import StageChain
 from ray_jobs.storage import Storage
 from specialists.ensemble import Ensemble, EnsembleError
 from specialists.registry import get_spec, list_specialists
-
-#: the ``method`` of on-the-fly pseudo-fakes starts so (``pseudo_sbi``, ...; data_pipeline.pseudo_fakes)
-PSEUDO_PREFIX = "pseudo_"
 
 #: model-config fields every checkpoint of one ensemble must share: they define the clips it reads
 FORMAT_FIELDS = ("image_size", "num_frames", "audio_mels", "audio_steps")
@@ -118,11 +116,11 @@ def absent_from_training(members: Sequence[Member], families: Iterable[str]) -> 
     A family is absent when any checkpoint held it out (``extra.hold_out``: the leave-one-family-out
     protocol), or when every checkpoint records the families it trained on through its stage chain
     (``extra.trained_methods``) and none of them lists it. Older checkpoints record neither, and
-    nothing is known from them. On-the-fly pseudo-fakes (:data:`PSEUDO_PREFIX`) are never evaluated.
+    nothing is known from them. On-the-fly pseudo-fakes (:data:`~data_pipeline.pseudo_fakes.PSEUDO_METHOD`) are never evaluated.
     """
     extras = [m.meta.get("extra") or {} for m in members]
     held = {str(f) for e in extras for f in e.get("hold_out") or []}
-    families = {str(f) for f in families if not str(f).startswith(PSEUDO_PREFIX)}
+    families = {str(f) for f in families} - set(PSEUDO_METHOD.values())
     absent = families & held
     if extras and all(e.get("trained_methods") is not None for e in extras):
         trained = {str(f) for e in extras for f in e["trained_methods"]}

@@ -219,7 +219,7 @@ def _recorded_methods(storage: Storage, init_parts: list[str] | None, external: 
 
 
 def _trained_methods(storage: Storage, stage: StageRecipe, own: set[str], init: tuple[list[str] | None, str | None],
-                     trained_here: dict[tuple[str, str], set[str] | None], key: str) -> set[str] | None:
+                     planned: dict[tuple[str, str], set[str] | None], key: str) -> set[str] | None:
     """The fake families a (specialist, stage) is trained on through its chain: the stage's own
     (held-out ones left out) and its predecessor's, taken from this run's plan when the predecessor
     is trained in this run, else from the predecessor's checkpoint; ``None`` when that checkpoint
@@ -228,7 +228,7 @@ def _trained_methods(storage: Storage, stage: StageRecipe, own: set[str], init: 
     if init_parts is None and external is None:
         return set(own)
     prev = (key, stage.init_from)
-    inherited = trained_here[prev] if prev in trained_here else _recorded_methods(storage, init_parts, external)
+    inherited = planned[prev] if prev in planned else _recorded_methods(storage, init_parts, external)
     return None if inherited is None else set(own) | inherited
 
 
