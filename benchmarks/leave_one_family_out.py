@@ -75,8 +75,11 @@ def held_in(cols: dict[str, np.ndarray], family: str) -> np.ndarray:
 
     from ray_jobs.plan import hold_out_filter
 
-    table = pa.table({"label": cols["label"], "method": cols["method"].astype(str), "i": np.arange(len(cols["label"]))})
-    return np.isin(np.arange(len(cols["label"])), table.filter(hold_out_filter([family])).column("i").to_numpy())
+    n = len(cols["label"])
+    table = pa.table({"label": cols["label"], "method": cols["method"].astype(str), "i": np.arange(n)})
+    keep = np.zeros(n, dtype=bool)
+    keep[table.filter(hold_out_filter([family])).column("i").to_numpy()] = True
+    return keep
 
 
 def train_task(task: dict) -> dict:
@@ -136,38 +139,28 @@ def train_task(task: dict) -> dict:
             "seconds": time.perf_counter() - t0, "collate_s_per_batch": collate_s[0] / max(collate_s[1], 1)}
 
 
-def video_level(cols: dict[str, np.ndarray], probs: np.ndarray):
-    """(video ids, per-video probabilities (N, K), labels, methods): each face's clips averaged, the
-    maximum over faces (the evaluation's rule)."""
-    from ray_jobs.video_metrics import video_key
-    from specialists.ensemble import AggregationConfig, aggregate, video_labels
-
-    vids = video_key(cols["dataset"], cols["video_id"])
-    videos, vprobs = aggregate(probs, vids, AggregationConfig(), cols["face_index"])
-    _, vlabels = video_labels(cols["label"].astype(np.int64), vids)
-    methods = np.empty(len(videos), dtype=object)
-    methods[np.searchsorted(videos, vids)] = cols["method"].astype(str)
-    return videos, vprobs, vlabels, methods
-
-
 def score_family(shards: str, family: str, results: list[dict], keys: list[str]) -> dict:
     """The ensemble (fitted on the held-in validation videos) and each specialist on real test
-    videos against ``family``'s test fakes."""
+    videos against ``family``'s test fakes; videos scored by the evaluation's own grouping
+    (:func:`~ray_jobs.video_metrics.video_scores`: each face's clips averaged, the maximum over faces)."""
+    from ray_jobs.video_metrics import video_scores
     from specialists import metrics as M
-    from specialists.ensemble import fit_ensemble
+    from specialists.ensemble import AggregationConfig, fit_ensemble
 
     by_key = {r["specialist"]: r for r in results}
     val = _split(shards, "val")
     val = _rows(val, held_in(val, family))
-    test = _split(shards, "test")
-    _, v_probs, v_labels, _ = video_level(val, np.stack([by_key[k]["val_probs"] for k in keys], axis=1))
-    _, t_probs, t_labels, t_methods = video_level(test, np.stack([by_key[k]["test_probs"] for k in keys], axis=1))
-    ens = fit_ensemble(v_probs, v_labels, keys)
-    sel = (t_labels == 0) | ((t_labels == 1) & (t_methods == family))
-    out = {"ensemble": M.auc(ens.predict_proba(t_probs)[sel], t_labels[sel]),
-           "real_videos": int((sel & (t_labels == 0)).sum()), "fake_videos": int((sel & (t_labels == 1)).sum())}
+
+    def videos(cols: dict[str, np.ndarray], split: str):
+        return video_scores({**cols, **{f"prob_{k}": by_key[k][f"{split}_probs"] for k in keys}}, keys, AggregationConfig())
+
+    v, t = videos(val, "val"), videos(_split(shards, "test"), "test")
+    ens = fit_ensemble(v.video_probs, v.video_labels, keys)
+    sel = (t.video_labels == 0) | ((t.video_labels == 1) & (t.video_methods == family))
+    out = {"ensemble": M.auc(ens.predict_proba(t.video_probs)[sel], t.video_labels[sel]),
+           "real_videos": int((sel & (t.video_labels == 0)).sum()), "fake_videos": int((sel & (t.video_labels == 1)).sum())}
     for i, k in enumerate(keys):
-        out[k] = M.auc(t_probs[sel, i], t_labels[sel])
+        out[k] = M.auc(t.video_probs[sel, i], t.video_labels[sel])
     return out
 
 

@@ -239,7 +239,10 @@ def pseudo_fake_row(row: dict, draw: BlendDraw, margin: float = CROP_MARGIN) -> 
 
 def has_sync(row: dict) -> bool:
     """Whether a clip row carries sync curves."""
-    shape = row.get("sync_shape")
+    return _is_sync_shape(row.get("sync_shape"))
+
+
+def _is_sync_shape(shape) -> bool:
     return shape is not None and len(shape) == 2 and int(shape[0]) * int(shape[1]) > 0
 
 
@@ -276,7 +279,8 @@ def replace_fakes_with_pseudo_fakes(batch: dict[str, np.ndarray], cfg: PseudoFak
     real, fake = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     kinds = cfg.kinds
     if kinds == ("av_shift",) and len(real):
-        real = real[[has_sync({"sync_shape": batch["sync_shape"][i]}) for i in real]] if "sync_shape" in batch else real[:0]
+        shapes = batch.get("sync_shape")
+        real = real[[shapes is not None and _is_sync_shape(shapes[i]) for i in real]]
     k = int(round(cfg.ratio * len(fake)))
     if k == 0 or len(real) == 0:
         return batch

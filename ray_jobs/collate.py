@@ -78,11 +78,17 @@ class ClipCollate(NumpyBatchCollateFn):
         self.pseudo_fakes = pseudo_fakes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        labels = np.ascontiguousarray(np.asarray(batch["label"], dtype=np.int64))
-        content = [zlib.crc32(labels.tobytes()), zlib.crc32(bytes(batch["frames"][0]))] if len(labels) else []
-        if self.rates is not None:
-            batch = balance_batch(batch, self.rates, np.random.default_rng([*self.seed, *content]))
-        if self.pseudo_fakes is not None:
-            rng = np.random.default_rng([*self.seed, PSEUDO_FAKE_STREAM, *content])
-            batch = replace_fakes_with_pseudo_fakes(batch, self.pseudo_fakes, rng)
+        if self.rates is not None or self.pseudo_fakes is not None:  # validation streams draw nothing
+            content = _content_seed(batch)
+            if self.rates is not None:
+                batch = balance_batch(batch, self.rates, np.random.default_rng([*self.seed, *content]))
+            if self.pseudo_fakes is not None:
+                rng = np.random.default_rng([*self.seed, PSEUDO_FAKE_STREAM, *content])
+                batch = replace_fakes_with_pseudo_fakes(batch, self.pseudo_fakes, rng)
         return rows_to_batch(batch, uint8_frames=self.uint8_frames)
+
+
+def _content_seed(batch: dict[str, np.ndarray]) -> list[int]:
+    """Seed words from a batch's content (its labels and first clip), taken before any draw changes it."""
+    labels = np.ascontiguousarray(np.asarray(batch["label"], dtype=np.int64))
+    return [zlib.crc32(labels.tobytes()), zlib.crc32(bytes(batch["frames"][0]))] if len(labels) else []
